@@ -1,0 +1,57 @@
+"""The `xdistill` command: `run` a sweep, re-`plot` a work directory.
+
+  xdistill run --config=configs/ntdh_overlap.py --workdir=runs/g --config.runs=10
+  xdistill plot --workdir=runs/g
+
+Only flag parsing happens here (the flax-examples shape); the work is in `xdistill_jax.sweep`.
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from xdistill_jax.config_schema import ConfigError
+
+COMMANDS = ('run', 'plot')
+_USAGE = ('usage: xdistill {run,plot} [flags]\n'
+          '  run   --config=configs/NAME.py --workdir=DIR [--config.FIELD=VALUE ...]\n'
+          '  plot  --workdir=DIR   (rewrites results, summary and figures of a sweep)\n')
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Sweep config file (get_config()).',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for results, checkpoints, figures.')
+
+
+def _main(command: str):
+  def main(argv):
+    if len(argv) > 1:
+      raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    if not _WORKDIR.value:
+      raise app.UsageError('--workdir is required.')
+    from xdistill_jax.sweep import runner  # imported after parsing: keeps --help fast
+    try:
+      if command == 'run':
+        if _CONFIG.value is None:
+          raise app.UsageError('--config is required.')
+        runner.run(_CONFIG.value, _WORKDIR.value)
+      else:
+        runner.finalize(_WORKDIR.value)
+    except ConfigError as error:
+      print(f'xdistill: error: {error}', file=sys.stderr)
+      sys.exit(2)
+  return main
+
+
+def main(argv=None):
+  argv = list(sys.argv if argv is None else argv)
+  if len(argv) < 2 or argv[1] not in COMMANDS:
+    sys.stderr.write(_USAGE)
+    sys.exit(2)
+  command = argv.pop(1)
+  app.run(_main(command), argv=argv)
+
+
+if __name__ == '__main__':
+  main()

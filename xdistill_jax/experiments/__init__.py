@@ -1,0 +1,22 @@
+"""Experiments, one module per protocol, looked up by `config.experiment`."""
+
+import importlib
+
+from xdistill_jax.config_schema import ConfigError
+from xdistill_jax.experiments.base import Experiment
+
+_MODULES = {
+    'ntdh_overlap': 'xdistill_jax.experiments.ntdh_overlap',
+}
+
+
+def register(name: str, module: str) -> None:
+  """Makes `config.experiment = name` load `module.EXPERIMENT`."""
+  _MODULES[name] = module
+
+
+def get(name: str) -> Experiment:
+  if name not in _MODULES:
+    raise ConfigError(
+        f'config.experiment={name!r} is invalid; allowed: one of {", ".join(sorted(_MODULES))}.')
+  return importlib.import_module(_MODULES[name]).EXPERIMENT

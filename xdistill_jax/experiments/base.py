@@ -1,0 +1,88 @@
+"""What an experiment is: one pure function of (key, setting) -> metrics, plus its grid.
+
+Everything else — grids, chunking, devices, files, bounds and plots — is the sweep engine's.
+"""
+
+import dataclasses
+from collections.abc import Callable, Mapping
+
+import jax
+import ml_collections
+import numpy as np
+
+from xdistill_jax import config_schema
+
+Table = dict[str, np.ndarray]
+SettingFn = Callable[[jax.Array, Mapping[str, jax.Array]], Mapping[str, jax.Array]]
+
+# Fields every sweep config has; execution-only fields (under `sweep.`) never change results.
+COMMON_FIELDS = (
+    'experiment', 'seed', 'bounds', 'bound_modules', 'delta',
+    'sweep.chunk_size', 'sweep.memory_budget_gb', 'sweep.progress', 'sweep.save_params',
+)
+EXECUTION_FIELDS = ('sweep.chunk_size', 'sweep.memory_budget_gb', 'sweep.progress')
+
+
+def common_config(experiment: str) -> ml_collections.ConfigDict:
+  """The fields shared by every sweep config (see `COMMON_FIELDS`)."""
+  config = ml_collections.ConfigDict()
+  config.experiment = experiment
+  config.seed = 0  # the sweep's base seed: setting keys are fold_in(key(seed), index)
+  config.bounds = ()  # bound names to evaluate; empty = every applicable registered bound
+  config.bound_modules = ()  # modules imported so that their @bound registrations run
+  config.delta = 0.05  # confidence parameter of the probabilistic bounds
+  config.sweep = ml_collections.ConfigDict()
+  config.sweep.chunk_size = 0  # settings per compiled chunk; 0 = from the memory budget
+  config.sweep.memory_budget_gb = 2.0
+  config.sweep.progress = True
+  config.sweep.save_params = ()  # setting indices whose trained parameters are saved
+  return config
+
+
+def validate_common(config) -> None:
+  config_schema.integer(config, 'seed', 0, 2**31 - 1)
+  config_schema.number(config, 'delta', 0.0, 1.0, low_open=True)
+  config_schema.integer(config, 'sweep.chunk_size', 0)
+  config_schema.number(config, 'sweep.memory_budget_gb', 0.0, low_open=True)
+  config_schema.boolean(config, 'sweep.progress')
+  if list(config.sweep.save_params):
+    config_schema.integer_list(config, 'sweep.save_params', 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  """A sweepable experiment.
+
+  Attributes:
+    name: registry name, the value of `config.experiment`.
+    fields: the dotted config fields it accepts besides `COMMON_FIELDS`.
+    validate: raises `ConfigError` on an invalid field, before anything compiles.
+    axes: config -> ordered {axis name: values}; the sweep is their product.
+    make_setting_fn: config -> pure fn(key, setting) -> {metric: scalar or small vector}.
+    key_axes: axes whose index determines a setting's key (others share keys, e.g. the KD
+      method axis, so that methods are compared on the same data); None = all axes.
+    group_by: axes that `summary.csv` groups by.
+    derived: (table, config) -> extra columns computed after the sweep (e.g. gamma).
+    nan_ok: metrics that may be NaN legitimately (an empty subset's mean); others being
+      non-finite marks the setting `diverged`.
+    figures: (table, summary, config, workdir) -> list of written figure paths.
+    params_fn: optional config -> fn(key, setting) -> trained params, for `sweep.save_params`.
+  """
+
+  name: str
+  fields: tuple[str, ...]
+  validate: Callable[[ml_collections.ConfigDict], None]
+  axes: Callable[[ml_collections.ConfigDict], dict[str, np.ndarray]]
+  make_setting_fn: Callable[[ml_collections.ConfigDict], SettingFn]
+  group_by: tuple[str, ...]
+  figures: Callable[..., list[str]]
+  key_axes: tuple[str, ...] | None = None
+  derived: Callable[[Table, ml_collections.ConfigDict], Table] | None = None
+  nan_ok: tuple[str, ...] = ()
+  params_fn: Callable[[ml_collections.ConfigDict], Callable] | None = None
+
+  def check(self, config) -> None:
+    """Validates every field of `config` (names and values) without compiling anything."""
+    config_schema.known_fields(config, COMMON_FIELDS + self.fields)
+    validate_common(config)
+    self.validate(config)

@@ -1,0 +1,173 @@
+"""NTDH protocol G: decisive-feature overlap sweep (the NTDH paper's Figures 3 and 4).
+
+Per setting (overlap o, seed): a linear teacher on modality a, a baseline student and a KD
+student on modality b, full-batch SGD, KD loss `ce_weight`·CE + `kd_weight`·KL(p_t^T ‖ p_s^T)
+at T = 0.7 without the T² factor (ntdh.md, protocol G). The baseline and KD students start
+from the same initial parameters, so Δ measures the KD term alone (the expectation of Δ is
+the same as with independent initialisations; its variance is lower).
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from xdistill_jax import bounds
+from xdistill_jax import config_schema
+from xdistill_jax import divergences
+from xdistill_jax import losses
+from xdistill_jax import training
+from xdistill_jax.experiments import base
+from xdistill_jax import measures
+from xdistill_jax.generators import decisive_features
+from xdistill_jax.models import MLP
+from xdistill_jax.reporting import figures
+
+FIELDS = (
+    'overlaps', 'runs', 'num_decisive', 'student_decisive', 'dim', 'n_train', 'n_test',
+    'steps', 'learning_rate', 'temperature', 'ce_weight', 'kd_weight', 'moments',
+    'margin_rho',
+)
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Protocol G with every number of ntdh.md."""
+  config = base.common_config('ntdh_overlap')
+  config.overlaps = (0, 2, 4, 6, 8, 10)  # a tuple: ml_collections overrides tuples, not lists
+  config.runs = 100
+  config.num_decisive = 20  # D: decisive features, hyperplane a ~ N(0, I_D)
+  config.student_decisive = 10  # s: the student sees decisive features 0..s-1
+  config.dim = 25  # columns per modality
+  config.n_train = 200
+  config.n_test = 1000
+  config.steps = 1000
+  config.learning_rate = 0.1
+  config.temperature = 0.7
+  config.ce_weight = 1.0
+  config.kd_weight = 1.0
+  config.moments = 5  # CMD_K between raw inputs and between softmax outputs
+  config.margin_rho = 1.0  # logit margin of the multiclass margin bound (N4)
+  return config
+
+
+def validate(config) -> None:
+  d = config_schema.integer(config, 'num_decisive', 2)
+  s = config_schema.integer(config, 'student_decisive', 1, d - 1)
+  config_schema.integer(config, 'dim', d)
+  config_schema.integer_list(config, 'overlaps', 0, min(s, d - s))
+  config_schema.integer(config, 'runs', 1)
+  config_schema.integer(config, 'n_train', 2)
+  config_schema.integer(config, 'n_test', 1)
+  config_schema.integer(config, 'steps', 1)
+  config_schema.number(config, 'learning_rate', 0.0, low_open=True)
+  config_schema.number(config, 'temperature', 0.0, low_open=True)
+  config_schema.number(config, 'ce_weight', 0.0)
+  config_schema.number(config, 'kd_weight', 0.0)
+  config_schema.integer(config, 'moments', 1)
+  config_schema.number(config, 'margin_rho', 0.0, low_open=True)
+
+
+def axes(config) -> dict[str, np.ndarray]:
+  return {'overlap': np.asarray(config.overlaps, np.int32),
+          'seed': np.arange(config.runs, dtype=np.int32)}
+
+
+def _train(config, key, setting):
+  """Trains teacher, baseline and KD student of one setting: (params, data)."""
+  model = MLP(num_classes=2)
+  optimizer = optax.sgd(config.learning_rate)
+  k_plane, k_train, k_test, k_teacher, k_student = jax.random.split(key, 5)
+  hyperplane = jax.random.normal(k_plane, (config.num_decisive,))
+  draw = functools.partial(decisive_features.sample, hyperplane=hyperplane,
+                           overlap=setting['overlap'], dim=config.dim,
+                           student_decisive=config.student_decisive)
+  train, test = draw(k_train, n=config.n_train), draw(k_test, n=config.n_test)
+
+  init = lambda k: model.init(k, jnp.zeros((1, config.dim)))
+  student_init = init(k_student)
+
+  def supervised_loss(params):  # teacher and baseline student in one loop
+    return (training.cross_entropy(model.apply(params['teacher'], train.x_a), train.y)
+            + training.cross_entropy(model.apply(params['baseline'], train.x_b), train.y))
+
+  params, _ = training.fit(supervised_loss, {'teacher': init(k_teacher),
+                                             'baseline': student_init},
+                           optimizer, config.steps)
+  teacher_logits = model.apply(params['teacher'], train.x_a)
+
+  def kd_loss(student):
+    logits = model.apply(student, train.x_b)
+    return (config.ce_weight * training.cross_entropy(logits, train.y)
+            + config.kd_weight * jnp.mean(losses.kd(logits, teacher_logits, config.temperature)))
+
+  params['kd'], _ = training.fit(kd_loss, student_init, optimizer, config.steps)
+  return params, (hyperplane, train, test)
+
+
+def make_setting_fn(config) -> base.SettingFn:
+  model = MLP(num_classes=2)
+
+  def setting_fn(key, setting):
+    params, (hyperplane, train, test) = _train(config, key, setting)
+    logits = lambda name, x: model.apply(params[name], x)
+    t_train, kd_train = logits('teacher', train.x_a), logits('kd', train.x_b)
+    t_test, b_test, kd_test = (logits('teacher', test.x_a), logits('baseline', test.x_b),
+                               logits('kd', test.x_b))
+    acc = lambda z: training.accuracy(z, test.y)
+    metrics = {
+        'teacher_acc': acc(t_test), 'baseline_acc': acc(b_test), 'kd_acc': acc(kd_test),
+        'teacher_loss': training.cross_entropy(t_train, train.y),
+        'baseline_loss': training.cross_entropy(logits('baseline', train.x_b), train.y),
+        'kd_loss': training.cross_entropy(kd_train, train.y),
+        'cmd_inputs': divergences.central_moment_discrepancy(train.x_a, train.x_b,
+                                                             config.moments),
+        'cmd_outputs': divergences.central_moment_discrepancy(
+            jax.nn.softmax(t_train), jax.nn.softmax(kd_train), config.moments),
+    }
+    metrics |= measures.teacher_wrong_softmax(t_train, kd_train, train.y, cls=0)
+    metrics |= measures.teacher_student_divergences(t_test, kd_test, test.y, suffix='_test')
+    metrics |= measures.margin_bound_inputs(kd_train, train.x_b, train.y, params['kd'],
+                                            config.margin_rho, prefix='kd_')
+    overlap = setting['overlap']
+    cols_a = decisive_features.teacher_columns(overlap, config.dim, config.num_decisive,
+                                               config.student_decisive)
+    cols_b = decisive_features.student_columns(config.dim, config.student_decisive)
+    d = config.num_decisive
+    metrics |= {
+        'bayes_floor_a': bounds.decisive_feature_bayes_floor(hyperplane, cols_a[:d]),
+        'bayes_floor_b': bounds.decisive_feature_bayes_floor(hyperplane, cols_b[:d]),
+        'n_train': jnp.asarray(config.n_train, jnp.float32),
+        'vc_dim': jnp.asarray(config.dim + 1, jnp.float32),
+        'num_classes': jnp.asarray(2.0),
+        'margin_rho': jnp.asarray(config.margin_rho, jnp.float32),
+        'delta': jnp.asarray(config.delta, jnp.float32),
+    }
+    return metrics
+
+  return setting_fn
+
+
+def make_params_fn(config):
+  return lambda key, setting: _train(config, key, setting)[0]
+
+
+def derived(table, config):
+  """γ = o / (D − o), the paper's overlap ratio; errors and Δ = 100·(kd − baseline)."""
+  gamma = table['overlap'] / (config.num_decisive - table['overlap'])
+  return {'gamma': gamma} | measures.error_columns(table)
+
+
+def make_figures(table, summary, config, workdir):
+  return [figures.overlap_figure(summary, workdir / 'ntdh_overlap.png',
+                                 title='NTDH protocol G: decisive-feature overlap'),
+          figures.bounds_figure(table, summary, workdir / 'ntdh_overlap_bounds.png',
+                                x='gamma', divergence='tckd_test')]
+
+
+EXPERIMENT = base.Experiment(
+    name='ntdh_overlap', fields=FIELDS, validate=validate, axes=axes,
+    make_setting_fn=make_setting_fn, group_by=('overlap',), figures=make_figures,
+    derived=derived, nan_ok=measures.TEACHER_WRONG_COLUMNS, params_fn=make_params_fn)

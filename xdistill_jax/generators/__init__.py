@@ -1,0 +1,1 @@
+"""Synthetic paired-modality generators; each gap parameter is a traced value."""

@@ -1,0 +1,71 @@
+"""Measured quantities of a trained teacher–student pair: the inputs of every bound.
+
+All divergences are between teacher p = softmax(z_t) and student q = softmax(z_s) at T = 1
+(theory.md §1); the column names are the contract of `xdistill_jax.bound_registry`.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from xdistill_jax import bounds
+from xdistill_jax import divergences
+
+TEACHER_WRONG_COLUMNS = ('teacher_wrong_count', 'teacher_wrong_teacher_p', 'teacher_wrong_kd_p')
+
+
+def teacher_student_divergences(teacher_logits, student_logits, labels, suffix=''):
+  """Mean KL, TCKD, NCKD, NT-JS, NT-TV, JS, TV; teacher p_y extremes; disagreement (N1, N2)."""
+  per_example = {
+      'kl': divergences.kl(teacher_logits, student_logits),
+      'tckd': divergences.target_kl(teacher_logits, student_logits, labels),
+      'nckd': divergences.non_target_kl(teacher_logits, student_logits, labels),
+      'nt_js': divergences.non_target_js(teacher_logits, student_logits, labels),
+      'nt_tv': divergences.non_target_tv(teacher_logits, student_logits, labels),
+      'js': divergences.js(teacher_logits, student_logits),
+      'tv': divergences.tv(teacher_logits, student_logits),
+  }
+  p = jax.nn.softmax(teacher_logits)
+  p_y = jnp.take_along_axis(p, labels[:, None], -1)[:, 0]
+  disagree = jnp.argmax(teacher_logits, -1) != jnp.argmax(student_logits, -1)
+  pinsker = bounds.pinsker_disagreement_bound(per_example['kl'], bounds.top2_margin(p))
+  out = {name: jnp.mean(v) for name, v in per_example.items()}
+  out |= {'max_teacher_py': jnp.max(p_y), 'min_teacher_py': jnp.min(p_y),
+          'disagreement': jnp.mean(disagree.astype(jnp.float32)),
+          'pinsker_disagreement': pinsker}
+  return {name + suffix: v for name, v in out.items()}
+
+
+def teacher_wrong_softmax(teacher_logits, student_logits, labels, cls=0):
+  """Mean softmax of teacher and student on examples of class `cls` the teacher gets wrong.
+
+  NaN (with count 0) when there are no such examples (ntdh.md protocol G report).
+  """
+  wrong = (labels == cls) & (jnp.argmax(teacher_logits, -1) != cls)
+  count = jnp.sum(wrong)
+  mean = lambda z: jnp.sum(jnp.where(wrong[:, None], jax.nn.softmax(z), 0.0), 0) / count
+  return {'teacher_wrong_count': count.astype(jnp.float32),
+          'teacher_wrong_teacher_p': mean(teacher_logits),
+          'teacher_wrong_kd_p': mean(student_logits)}
+
+
+def margin_bound_inputs(logits, inputs, labels, params, rho, prefix=''):
+  """Training error, margin risk at ρ, input radius and weight norm of a linear head (N4).
+
+  The bias is folded into the weights by appending a constant 1 to every input, so the
+  radius is max sqrt(‖x‖² + 1) and the norm is that of the augmented weight matrix.
+  """
+  margin_risk = bounds.empirical_margin_risk(logits, labels, rho)
+  weight_norm = jnp.sqrt(sum(jnp.sum(w ** 2) for w in jax.tree.leaves(params)))
+  return {prefix + 'train_err': 1.0 - jnp.mean(jnp.argmax(logits, -1) == labels),
+          prefix + 'margin_risk': margin_risk,
+          prefix + 'weight_norm': weight_norm,
+          'input_radius': jnp.sqrt(jnp.max(jnp.sum(inputs ** 2, -1)) + 1.0)}
+
+
+def error_columns(table):
+  """Test errors (1 − accuracy) of every `*_acc` column, and Δ = 100·(kd − baseline)."""
+  out = {name[:-4] + '_err': 1.0 - table[name] for name in table if name.endswith('_acc')}
+  if 'kd_acc' in table and 'baseline_acc' in table:
+    out['delta'] = 100.0 * (table['kd_acc'] - table['baseline_acc'])
+  return out

@@ -1,0 +1,49 @@
+"""Flax models of the NTDH protocols, initialised as PyTorch's `nn.Linear` (the papers' code).
+
+PyTorch draws both weight and bias of a linear layer from U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+"""
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+
+
+def torch_linear_init(key, shape, dtype=jax.numpy.float32, fan_in: int | None = None):
+  """U(±1/sqrt(fan_in)) with fan_in = shape[0] for kernels, or given explicitly for biases."""
+  fan_in = shape[0] if fan_in is None else fan_in
+  bound = fan_in ** -0.5
+  return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+class TorchDense(nn.Module):
+  """`nn.Dense` with PyTorch's default initialisation of kernel and bias."""
+
+  features: int
+
+  @nn.compact
+  def __call__(self, x):
+    fan_in = x.shape[-1]
+    kernel = self.param('kernel', torch_linear_init, (fan_in, self.features))
+    bias = self.param(
+        'bias', lambda k, s: torch_linear_init(k, s, fan_in=fan_in), (self.features,))
+    return x @ kernel + bias
+
+
+class MLP(nn.Module):
+  """ReLU MLP; `hidden=()` is the linear classifier of protocol G.
+
+  Returns logits, and with `features=True` also the last hidden representation
+  (the input itself for a linear model), which feature-based KD methods distil.
+  """
+
+  num_classes: int
+  hidden: Sequence[int] = ()
+
+  @nn.compact
+  def __call__(self, x, features: bool = False):
+    h = x
+    for width in self.hidden:
+      h = nn.relu(TorchDense(width)(h))
+    logits = TorchDense(self.num_classes)(h)
+    return (logits, h) if features else logits

@@ -1,0 +1,97 @@
+"""Column tables (`dict[str, np.ndarray]`, one 1-D array per column) and their CSV files."""
+
+import csv
+import io
+import os
+import pathlib
+
+import numpy as np
+
+Table = dict[str, np.ndarray]
+
+
+def flatten(metrics: dict) -> Table:
+  """[n, k] vector metrics become columns `name_0 .. name_{k-1}`; scalars stay as they are."""
+  out = {}
+  for name, value in metrics.items():
+    value = np.asarray(value)
+    if value.ndim == 1:
+      out[name] = value
+    else:
+      for j, column in enumerate(value.reshape(len(value), -1).T):
+        out[f'{name}_{j}'] = column
+  return out
+
+
+def atomic_write_text(path: pathlib.Path, text: str) -> None:
+  """Writes via a temporary file and `os.replace`, so readers never see a partial file."""
+  path = pathlib.Path(path)
+  tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
+  tmp.write_text(text)
+  os.replace(tmp, path)
+
+
+def write_csv(path, table: Table) -> None:
+  """Writes `table` as CSV (atomically), full float precision."""
+  buffer = io.StringIO()
+  writer = csv.writer(buffer, lineterminator='\n')
+  names = list(table)
+  writer.writerow(names)
+  columns = [_formatted(table[name]) for name in names]
+  writer.writerows(zip(*columns))
+  atomic_write_text(path, buffer.getvalue())
+
+
+def _formatted(column: np.ndarray) -> list[str]:
+  column = np.asarray(column)
+  if column.dtype == bool:
+    return [str(int(v)) for v in column]
+  if np.issubdtype(column.dtype, np.integer):
+    return [str(v) for v in column]
+  return [repr(float(v)) for v in column]
+
+
+def read_csv(path) -> Table:
+  """Reads a CSV written by `write_csv`; integer-valued columns come back as int64."""
+  with open(path, newline='') as f:
+    rows = list(csv.reader(f))
+  names, body = rows[0], rows[1:]
+  table = {}
+  for j, name in enumerate(names):
+    values = [row[j] for row in body]
+    try:
+      table[name] = np.array([int(v) for v in values], np.int64)
+    except ValueError:
+      table[name] = np.array([float(v) for v in values], np.float64)
+  return table
+
+
+def select(table: Table, rows: np.ndarray) -> Table:
+  return {name: column[rows] for name, column in table.items()}
+
+
+def summarize(table: Table, group_by: tuple[str, ...], exclude=()) -> Table:
+  """Per group of `group_by` values: mean, std (ddof = 1) and count of every other column.
+
+  NaN entries are left out of each column's statistics (and of its count).
+  """
+  keys = np.stack([np.asarray(table[g]) for g in group_by], -1)
+  groups, inverse = np.unique(keys, axis=0, return_inverse=True)
+  inverse = inverse.reshape(-1)
+  summary = {g: groups[:, j] for j, g in enumerate(group_by)}
+  for name, column in table.items():
+    if name in group_by or name in exclude:
+      continue
+    column = np.asarray(column, np.float64)
+    stats = [_stats(column[inverse == i]) for i in range(len(groups))]
+    summary[name + '_mean'], summary[name + '_std'], summary[name + '_count'] = (
+        np.array(s) for s in zip(*stats))
+  return summary
+
+
+def _stats(values):
+  values = values[~np.isnan(values)]
+  n = len(values)
+  if n == 0:
+    return np.nan, np.nan, 0
+  return values.mean(), (values.std(ddof=1) if n > 1 else np.nan), n

@@ -1,0 +1,1 @@
+"""The sweep engine: grids, chunked sharded execution, resumable storage, orchestration."""

@@ -1,0 +1,184 @@
+"""Runs a sweep end to end: validate, plan, execute chunks with resume, write results.
+
+`run(config, workdir)` is what `xdistill run` calls; `finalize(workdir)` (also behind
+`xdistill plot`) turns whatever chunks are committed into results.csv, summary.csv,
+bounds.json and the figures, so it works on a finished or a partial sweep alike.
+"""
+
+import json
+import pathlib
+import platform
+import sys
+import time
+
+import jax
+import ml_collections
+import numpy as np
+import tqdm
+
+import xdistill_jax
+from xdistill_jax import bound_registry
+from xdistill_jax import config_schema
+from xdistill_jax import experiments
+from xdistill_jax.experiments import base
+from xdistill_jax.reporting import tables
+from xdistill_jax.sweep import execute
+from xdistill_jax.sweep import store as store_lib
+from xdistill_jax.sweep.grid import Grid
+
+
+def _log(message: str) -> None:
+  print(message, file=sys.stderr, flush=True)
+
+
+def prepare(config: ml_collections.ConfigDict):
+  """Validates `config` (before any compilation) and returns (experiment, grid)."""
+  experiment = experiments.get(config.experiment)
+  experiment.check(config)
+  for module in config.bound_modules:
+    bound_registry.load(module)
+  names = list(config.bounds)
+  unknown = [n for n in names if n not in bound_registry.names()]
+  if unknown:
+    raise config_schema.ConfigError(
+        f'config.bounds={names!r} is invalid: {unknown} not registered; allowed: a list of '
+        f'{", ".join(bound_registry.names())} (add more with config.bound_modules).')
+  return experiment, Grid(experiment.axes(config), experiment.key_axes)
+
+
+def _results_config(config) -> dict:
+  """The config without execution-only fields: what the results depend on."""
+  resolved = config.to_dict()
+  for field in base.EXECUTION_FIELDS:
+    group, name = field.split('.')
+    resolved[group].pop(name, None)
+  return resolved
+
+
+def _write_config(workdir: pathlib.Path, config, grid: Grid) -> None:
+  """Writes config.json, or checks that a resumed sweep has the same results config."""
+  path = workdir / 'config.json'
+  record = {'config': json.loads(config.to_json_best_effort()),
+            'results_config': json.loads(json.dumps(_results_config(config), default=str)),
+            'library_version': xdistill_jax.__version__, 'jax_version': jax.__version__,
+            'python': platform.python_version(), 'backend': jax.default_backend(),
+            'devices': [str(d) for d in jax.devices()], 'num_settings': grid.size}
+  if path.exists():
+    previous = json.loads(path.read_text())
+    if previous['results_config'] != record['results_config']:
+      raise config_schema.ConfigError(
+          f'{workdir} holds a sweep with a different config; resume it with the same config '
+          f'(execution fields {", ".join(base.EXECUTION_FIELDS)} may differ) or use a new '
+          f'--workdir.')
+  tables.atomic_write_text(path, json.dumps(record, indent=2, default=str) + '\n')
+
+
+def load_config(workdir) -> ml_collections.ConfigDict:
+  """The resolved config a sweep in `workdir` ran with."""
+  record = json.loads((pathlib.Path(workdir) / 'config.json').read_text())
+  return ml_collections.ConfigDict(record['config'])
+
+
+def run(config: ml_collections.ConfigDict, workdir) -> dict:
+  """Runs (or resumes) the sweep of `config` in `workdir`; returns the bounds summary."""
+  experiment, grid = prepare(config)
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  _write_config(workdir, config, grid)
+  store = store_lib.ChunkStore(workdir / 'chunks')
+  todo = np.setdiff1d(np.arange(grid.size), store.done())
+  if len(todo) < grid.size:
+    _log(f'resuming: {grid.size - len(todo)} of {grid.size} settings already committed')
+  if len(todo):
+    _execute(experiment, config, grid, store, todo)
+  store.close()
+  if list(config.sweep.save_params):
+    _save_params(experiment, config, grid, workdir)
+  return finalize(workdir, config)
+
+
+def _execute(experiment, config, grid, store, todo):
+  start = time.perf_counter()
+  sweep_key = jax.random.key(config.seed)
+  runner = execute.make_runner(
+      experiment.make_setting_fn(config), sweep_key, grid.settings(todo[:1]),
+      num_settings=len(todo), chunk_size=config.sweep.chunk_size,
+      memory_budget_bytes=config.sweep.memory_budget_gb * 2**30)
+  _log(f'{experiment.name}: {grid.size} settings, chunks of {runner.chunk_size} on '
+       f'{jax.device_count()} {jax.default_backend()} device(s); '
+       f'compiled in {time.perf_counter() - start:.1f} s')
+  with tqdm.tqdm(total=len(todo), unit='setting', disable=not config.sweep.progress,
+                 file=sys.stderr) as bar:
+    for begin in range(0, len(todo), runner.chunk_size):
+      index = todo[begin:begin + runner.chunk_size]
+      metrics = runner(grid.key_index(index), grid.settings(index))
+      store.commit(index, metrics)
+      bar.update(len(index))
+
+
+def _save_params(experiment, config, grid, workdir):
+  if experiment.params_fn is None:
+    raise config_schema.ConfigError(
+        f'config.sweep.save_params is not supported by experiment {experiment.name!r}.')
+  index = np.asarray(sorted(config.sweep.save_params))
+  if index.max() >= grid.size:
+    raise config_schema.ConfigError(
+        f'config.sweep.save_params={list(index)} is invalid; allowed: setting indices in '
+        f'[0, {grid.size - 1}].')
+  params_fn = experiment.params_fn(config)
+  sweep_key = jax.random.key(config.seed)
+  for i in index:
+    setting = {k: v[0] for k, v in grid.settings(np.asarray([i])).items()}
+    params = execute.run_one(params_fn, sweep_key, int(grid.key_index(i)), setting)
+    store_lib.save_params(workdir / 'params', {int(i): params})
+
+
+def finalize(workdir, config=None) -> dict:
+  """Writes results.csv, summary.csv, bounds.json and figures from the committed chunks."""
+  workdir = pathlib.Path(workdir)
+  config = load_config(workdir) if config is None else config
+  experiment, grid = prepare(config)
+  store = store_lib.ChunkStore(workdir / 'chunks')
+  index, metrics = store.assemble()
+  store.close()
+  if len(index) == 0:
+    raise RuntimeError(f'{workdir} has no finished settings yet.')
+  table = {'index': index} | grid.settings(index) | tables.flatten(metrics)
+  if experiment.derived is not None:
+    table |= experiment.derived(table, config)
+  diverged = _diverged(table, experiment, grid)
+  table['diverged'] = diverged
+  healthy = tables.select(table, ~diverged)
+  names = list(config.bounds) or list(bound_registry.applicable(table))
+  bound_columns, bound_summary = bound_registry.evaluate(names, healthy)
+  for name, column in bound_columns.items():
+    table[name] = np.full(len(index), np.nan if column.dtype != bool else False, column.dtype)
+    table[name][~diverged] = column
+  tables.write_csv(workdir / 'results.csv', table)
+  summary = tables.summarize(tables.select(table, ~diverged), experiment.group_by,
+                             exclude=('index', 'diverged'))
+  tables.write_csv(workdir / 'summary.csv', summary)
+  report = {'settings': int(grid.size), 'finished': int(len(index)),
+            'diverged': int(diverged.sum()), 'bounds': bound_summary}
+  tables.atomic_write_text(workdir / 'bounds.json', json.dumps(report, indent=2) + '\n')
+  if len(index) < grid.size:
+    _log(f'partial sweep: {len(index)} of {grid.size} settings finished')
+  if diverged.any():
+    _log(f'{int(diverged.sum())} diverged setting(s) flagged in results.csv and left out of '
+         'the summary')
+  for line in bound_registry.report_lines(bound_summary):
+    _log(line)
+  for path in experiment.figures(table, summary, config, workdir):
+    _log(f'wrote {path}')
+  return report
+
+
+def _diverged(table, experiment, grid) -> np.ndarray:
+  """True where any metric that may not be NaN is non-finite."""
+  skip = set(grid.axes) | {'index'}
+  ok = np.ones(len(table['index']), bool)
+  for name, column in table.items():
+    if name in skip or any(name.startswith(n) for n in experiment.nan_ok):
+      continue
+    ok &= np.isfinite(np.asarray(column, np.float64))
+  return ~ok
