@@ -10,14 +10,17 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 from xdistill_jax.config_schema import ConfigError
 
-COMMANDS = ('run', 'plot')
-_USAGE = ('usage: xdistill {run,plot} [flags]\n'
-          '  run   --config=configs/NAME.py --workdir=DIR [--config.FIELD=VALUE ...]\n'
-          '  plot  --workdir=DIR   (rewrites results, summary and figures of a sweep)\n')
+COMMANDS = ('run', 'plot', 'analyze')
+_USAGE = ('usage: xdistill {run,plot,analyze} [flags]\n'
+          '  run      --config=configs/NAME.py --workdir=DIR [--config.FIELD=VALUE ...]\n'
+          '  plot     --workdir=DIR   (rewrites results, summary and figures of a sweep)\n'
+          '  analyze  --teacher=T.npy --student=S.npy --labels=Y.npy --workdir=DIR  '
+          '(theory for your own models; xdistill analyze --help)\n')
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Sweep config file (get_config()).',
                                           lock_config=True)
@@ -30,6 +33,7 @@ def _main(command: str):
       raise app.UsageError(f'unexpected arguments: {argv[1:]}')
     if not _WORKDIR.value:
       raise app.UsageError('--workdir is required.')
+    logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint at INFO
     from xdistill_jax.sweep import runner  # imported after parsing: keeps --help fast
     try:
       if command == 'run':
@@ -50,6 +54,9 @@ def main(argv=None):
     sys.stderr.write(_USAGE)
     sys.exit(2)
   command = argv.pop(1)
+  if command == 'analyze':
+    from xdistill_jax import analyze  # its own argparse flags
+    sys.exit(analyze.main(argv[1:]))
   app.run(_main(command), argv=argv)
 
 

@@ -67,6 +67,10 @@ class Experiment:
       non-finite marks the setting `diverged`.
     figures: (table, summary, config, workdir) -> list of written figure paths.
     params_fn: optional config -> fn(key, setting) -> trained params, for `sweep.save_params`.
+    inner_axes: optional config -> {axis: values} computed together inside one setting (e.g.
+      every KD method trained in one fused loop on a shared teacher); the setting fn then
+      returns every metric with leading dimensions of these axes' lengths, and each
+      combination becomes its own results row.
   """
 
   name: str
@@ -80,6 +84,7 @@ class Experiment:
   derived: Callable[[Table, ml_collections.ConfigDict], Table] | None = None
   nan_ok: tuple[str, ...] = ()
   params_fn: Callable[[ml_collections.ConfigDict], Callable] | None = None
+  inner_axes: Callable[[ml_collections.ConfigDict], dict[str, np.ndarray]] | None = None
 
   def check(self, config) -> None:
     """Validates every field of `config` (names and values) without compiling anything."""

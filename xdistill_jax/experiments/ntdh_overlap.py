@@ -143,7 +143,7 @@ def make_setting_fn(config) -> base.SettingFn:
         'vc_dim': jnp.asarray(config.dim + 1, jnp.float32),
         'num_classes': jnp.asarray(2.0),
         'margin_rho': jnp.asarray(config.margin_rho, jnp.float32),
-        'delta': jnp.asarray(config.delta, jnp.float32),
+        'confidence_delta': jnp.asarray(config.delta, jnp.float32),
     }
     return metrics
 

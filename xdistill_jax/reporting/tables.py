@@ -46,7 +46,7 @@ def _formatted(column: np.ndarray) -> list[str]:
   column = np.asarray(column)
   if column.dtype == bool:
     return [str(int(v)) for v in column]
-  if np.issubdtype(column.dtype, np.integer):
+  if column.dtype.kind in 'iuUS':
     return [str(v) for v in column]
   return [repr(float(v)) for v in column]
 
@@ -59,10 +59,12 @@ def read_csv(path) -> Table:
   table = {}
   for j, name in enumerate(names):
     values = [row[j] for row in body]
-    try:
-      table[name] = np.array([int(v) for v in values], np.int64)
-    except ValueError:
-      table[name] = np.array([float(v) for v in values], np.float64)
+    for parse, dtype in ((int, np.int64), (float, np.float64), (str, None)):
+      try:
+        table[name] = np.array([parse(v) for v in values], dtype)
+        break
+      except ValueError:
+        continue
   return table
 
 
@@ -75,12 +77,13 @@ def summarize(table: Table, group_by: tuple[str, ...], exclude=()) -> Table:
 
   NaN entries are left out of each column's statistics (and of its count).
   """
-  keys = np.stack([np.asarray(table[g]) for g in group_by], -1)
-  groups, inverse = np.unique(keys, axis=0, return_inverse=True)
-  inverse = inverse.reshape(-1)
-  summary = {g: groups[:, j] for j, g in enumerate(group_by)}
+  keys = list(zip(*(np.asarray(table[g]).tolist() for g in group_by)))
+  groups = list(dict.fromkeys(keys))  # first-appearance order = the sweep's axis order
+  position = {key: i for i, key in enumerate(groups)}
+  inverse = np.array([position[key] for key in keys])
+  summary = {g: np.array([key[j] for key in groups]) for j, g in enumerate(group_by)}
   for name, column in table.items():
-    if name in group_by or name in exclude:
+    if name in group_by or name in exclude or np.asarray(column).dtype.kind in 'US':
       continue
     column = np.asarray(column, np.float64)
     stats = [_stats(column[inverse == i]) for i in range(len(groups))]

@@ -22,11 +22,20 @@ class Grid:
 
   def positions(self, index: np.ndarray) -> dict[str, np.ndarray]:
     """Per-axis positions (integers) of flat indices."""
+    if not self.shape:
+      return {}
     return dict(zip(self.axes, np.unravel_index(np.asarray(index), self.shape)))
 
   def settings(self, index: np.ndarray) -> dict[str, np.ndarray]:
     """Axis values of flat indices: {axis: values[index]}."""
     return {name: self.axes[name][pos] for name, pos in self.positions(index).items()}
+
+  def traced_settings(self, index: np.ndarray) -> dict[str, np.ndarray]:
+    """What a compiled setting fn receives: numeric axis values; for other axes (e.g. method
+    names) the position in the axis, which the experiment maps back statically."""
+    positions = self.positions(index)
+    return {name: (self.axes[name][pos] if self.axes[name].dtype.kind in 'biuf' else pos)
+            for name, pos in positions.items()}
 
   def key_index(self, index: np.ndarray) -> np.ndarray:
     """Flat index over `key_axes` (the `fold_in` data of each setting's key)."""

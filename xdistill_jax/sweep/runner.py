@@ -101,7 +101,7 @@ def _execute(experiment, config, grid, store, todo):
   start = time.perf_counter()
   sweep_key = jax.random.key(config.seed)
   runner = execute.make_runner(
-      experiment.make_setting_fn(config), sweep_key, grid.settings(todo[:1]),
+      experiment.make_setting_fn(config), sweep_key, grid.traced_settings(todo[:1]),
       num_settings=len(todo), chunk_size=config.sweep.chunk_size,
       memory_budget_bytes=config.sweep.memory_budget_gb * 2**30)
   _log(f'{experiment.name}: {grid.size} settings, chunks of {runner.chunk_size} on '
@@ -111,7 +111,7 @@ def _execute(experiment, config, grid, store, todo):
                  file=sys.stderr) as bar:
     for begin in range(0, len(todo), runner.chunk_size):
       index = todo[begin:begin + runner.chunk_size]
-      metrics = runner(grid.key_index(index), grid.settings(index))
+      metrics = runner(grid.key_index(index), grid.traced_settings(index))
       store.commit(index, metrics)
       bar.update(len(index))
 
@@ -128,7 +128,7 @@ def _save_params(experiment, config, grid, workdir):
   params_fn = experiment.params_fn(config)
   sweep_key = jax.random.key(config.seed)
   for i in index:
-    setting = {k: v[0] for k, v in grid.settings(np.asarray([i])).items()}
+    setting = {k: v[0] for k, v in grid.traced_settings(np.asarray([i])).items()}
     params = execute.run_one(params_fn, sweep_key, int(grid.key_index(i)), setting)
     store_lib.save_params(workdir / 'params', {int(i): params})
 
@@ -143,7 +143,8 @@ def finalize(workdir, config=None) -> dict:
   store.close()
   if len(index) == 0:
     raise RuntimeError(f'{workdir} has no finished settings yet.')
-  table = {'index': index} | grid.settings(index) | tables.flatten(metrics)
+  table = _rows(index, grid, metrics, experiment.inner_axes(config) if experiment.inner_axes
+                else {})
   if experiment.derived is not None:
     table |= experiment.derived(table, config)
   diverged = _diverged(table, experiment, grid)
@@ -173,9 +174,20 @@ def finalize(workdir, config=None) -> dict:
   return report
 
 
+def _rows(index, grid, metrics, inner_axes) -> dict:
+  """One row per setting × combination of the inner axes (C order), metrics flattened."""
+  inner = Grid(inner_axes)
+  columns = {'index': index} | grid.settings(index)
+  columns = {k: np.repeat(v, inner.size) for k, v in columns.items()}
+  columns |= {k: np.tile(v, len(index)) for k, v in inner.settings(np.arange(inner.size)).items()}
+  lead = len(inner.shape)
+  rows = {k: v.reshape((-1,) + v.shape[1 + lead:]) for k, v in metrics.items()}
+  return columns | tables.flatten(rows)
+
+
 def _diverged(table, experiment, grid) -> np.ndarray:
   """True where any metric that may not be NaN is non-finite."""
-  skip = set(grid.axes) | {'index'}
+  skip = set(grid.axes) | {'index'} | {k for k, v in table.items() if v.dtype.kind in 'US'}
   ok = np.ones(len(table['index']), bool)
   for name, column in table.items():
     if name in skip or any(name.startswith(n) for n in experiment.nan_ok):
