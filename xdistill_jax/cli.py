@@ -6,6 +6,7 @@
 Only flag parsing happens here (the flax-examples shape); the work is in `xdistill_jax.sweep`.
 """
 
+import os
 import sys
 
 from absl import app
@@ -48,8 +49,20 @@ def _main(command: str):
   return main
 
 
+def use_all_cpu_cores() -> None:
+  """One XLA CPU device per core, so chunk shards run in parallel on a CPU host.
+
+  Results never depend on the device count (settings' keys come from their indices). Skipped
+  when XLA_FLAGS already sets a host device count. Must run before JAX starts a backend.
+  """
+  if 'xla_force_host_platform_device_count' not in os.environ.get('XLA_FLAGS', ''):
+    import jax
+    jax.config.update('jax_num_cpu_devices', os.cpu_count() or 1)
+
+
 def main(argv=None):
   argv = list(sys.argv if argv is None else argv)
+  use_all_cpu_cores()
   if len(argv) < 2 or argv[1] not in COMMANDS:
     sys.stderr.write(_USAGE)
     sys.exit(2)

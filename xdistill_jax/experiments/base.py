@@ -19,8 +19,10 @@ SettingFn = Callable[[jax.Array, Mapping[str, jax.Array]], Mapping[str, jax.Arra
 COMMON_FIELDS = (
     'experiment', 'seed', 'bounds', 'bound_modules', 'delta',
     'sweep.chunk_size', 'sweep.memory_budget_gb', 'sweep.progress', 'sweep.save_params',
+    'sweep.vmap_width',
 )
-EXECUTION_FIELDS = ('sweep.chunk_size', 'sweep.memory_budget_gb', 'sweep.progress')
+EXECUTION_FIELDS = ('sweep.chunk_size', 'sweep.memory_budget_gb', 'sweep.progress',
+                    'sweep.vmap_width')
 
 
 def common_config(experiment: str) -> ml_collections.ConfigDict:
@@ -34,6 +36,7 @@ def common_config(experiment: str) -> ml_collections.ConfigDict:
   config.sweep = ml_collections.ConfigDict()
   config.sweep.chunk_size = 0  # settings per compiled chunk; 0 = from the memory budget
   config.sweep.memory_budget_gb = 2.0
+  config.sweep.vmap_width = -1  # settings vmapped per device group; -1 = 16 (CPU) / 512
   config.sweep.progress = True
   config.sweep.save_params = ()  # setting indices whose trained parameters are saved
   return config
@@ -45,6 +48,7 @@ def validate_common(config) -> None:
   config_schema.integer(config, 'sweep.chunk_size', 0)
   config_schema.number(config, 'sweep.memory_budget_gb', 0.0, low_open=True)
   config_schema.boolean(config, 'sweep.progress')
+  config_schema.integer(config, 'sweep.vmap_width', -1)
   if list(config.sweep.save_params):
     config_schema.integer_list(config, 'sweep.save_params', 0)
 

@@ -7,8 +7,6 @@ from the same initial parameters, so Δ measures the KD term alone (the expectat
 the same as with independent initialisations; its variance is lower).
 """
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -23,7 +21,7 @@ from xdistill_jax import training
 from xdistill_jax.experiments import base
 from xdistill_jax import measures
 from xdistill_jax.generators import decisive_features
-from xdistill_jax.models import MLP
+from xdistill_jax.models import MLP, init_models
 from xdistill_jax.reporting import figures
 
 FIELDS = (
@@ -79,21 +77,19 @@ def _train(config, key, setting):
   """Trains teacher, baseline and KD student of one setting: (params, data)."""
   model = MLP(num_classes=2)
   optimizer = optax.sgd(config.learning_rate)
-  k_plane, k_train, k_test, k_teacher, k_student = jax.random.split(key, 5)
-  hyperplane = jax.random.normal(k_plane, (config.num_decisive,))
-  draw = functools.partial(decisive_features.sample, hyperplane=hyperplane,
-                           overlap=setting['overlap'], dim=config.dim,
-                           student_decisive=config.student_decisive)
-  train, test = draw(k_train, n=config.n_train), draw(k_test, n=config.n_test)
-
-  init = lambda k: model.init(k, jnp.zeros((1, config.dim)))
-  student_init = init(k_student)
+  k_data, k_init = jax.random.split(key)
+  n = config.n_train + config.n_test  # train and test are independent rows of one draw
+  hyperplane, data = decisive_features.sample(k_data, setting['overlap'], n,
+                                              config.num_decisive, config.dim,
+                                              config.student_decisive)
+  train, test = data.rows(0, config.n_train), data.rows(config.n_train, n)
+  teacher_init, student_init = init_models(model, k_init, 2, config.dim)
 
   def supervised_loss(params):  # teacher and baseline student in one loop
     return (training.cross_entropy(model.apply(params['teacher'], train.x_a), train.y)
             + training.cross_entropy(model.apply(params['baseline'], train.x_b), train.y))
 
-  params, _ = training.fit(supervised_loss, {'teacher': init(k_teacher),
+  params, _ = training.fit(supervised_loss, {'teacher': teacher_init,
                                              'baseline': student_init},
                            optimizer, config.steps)
   teacher_logits = model.apply(params['teacher'], train.x_a)

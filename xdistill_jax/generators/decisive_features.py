@@ -19,6 +19,10 @@ import jax.numpy as jnp
 class PairedSample(NamedTuple):
   """Paired observations of both modalities and their labels."""
 
+  def rows(self, start: int, stop: int) -> 'PairedSample':
+    """Examples start..stop-1 (e.g. a train/test split of one draw)."""
+    return PairedSample(*(v[start:stop] for v in self))
+
   x_a: jax.Array  # [n, dim] teacher modality
   x_b: jax.Array  # [n, dim] student modality
   y: jax.Array  # [n] int32 labels
@@ -35,30 +39,31 @@ def teacher_columns(overlap, dim: int, num_decisive: int, student_decisive: int)
   return (cols >= student_decisive - overlap) & (cols <= num_decisive - 1 - overlap)
 
 
-def sample(key, hyperplane, overlap, n: int, dim: int, student_decisive: int) -> PairedSample:
-  """Draws n paired examples of protocol G.
+def sample(key, overlap, n: int, num_decisive: int, dim: int,
+           student_decisive: int) -> tuple[jax.Array, PairedSample]:
+  """Draws the hyperplane a ~ N(0, I_D) and n paired examples of protocol G.
 
   Args:
     key: a typed PRNG key.
-    hyperplane: [D] labelling vector a.
     overlap: number of decisive features both modalities see (may be traced).
-    n: number of examples.
+    n: number of examples (split them into train and test rows: they are independent).
+    num_decisive: D, the number of decisive features.
     dim: columns per modality (>= D).
     student_decisive: s, the number of decisive features the student sees.
 
   Returns:
-    A `PairedSample` with x_a, x_b of shape [n, dim] and labels y of shape [n].
+    The hyperplane a [D] and a `PairedSample` with x_a, x_b [n, dim] and labels y [n].
   """
-  num_decisive = hyperplane.shape[-1]
-  k_s, k_a, k_b = jax.random.split(key, 3)
-  x_s = jax.random.normal(k_s, (n, num_decisive))
+  # One flat draw split into a, x_s, noise_a, noise_b: every PRNG call site adds a threefry
+  # instance to the compiled program, so fewer sites compile faster.
+  z = jax.random.normal(key, (num_decisive + n * (num_decisive + 2 * dim),))
+  hyperplane, z = z[:num_decisive], z[num_decisive:].reshape(n, -1)
+  x_s, noise_a, noise_b = jnp.split(z, [num_decisive, num_decisive + dim], axis=1)
   y = (x_s @ hyperplane > 0).astype(jnp.int32)
   decisive = jnp.pad(x_s, ((0, 0), (0, dim - num_decisive)))
-  noise_a = jax.random.normal(k_a, (n, dim))
-  noise_b = jax.random.normal(k_b, (n, dim))
   x_a = jnp.where(teacher_columns(overlap, dim, num_decisive, student_decisive), decisive, noise_a)
   x_b = jnp.where(student_columns(dim, student_decisive), decisive, noise_b)
-  return PairedSample(x_a, x_b, y)
+  return hyperplane, PairedSample(x_a, x_b, y)
 
 
 def observed_decisive(columns: jax.Array, num_decisive: int) -> jax.Array:

@@ -103,7 +103,8 @@ def _execute(experiment, config, grid, store, todo):
   runner = execute.make_runner(
       experiment.make_setting_fn(config), sweep_key, grid.traced_settings(todo[:1]),
       num_settings=len(todo), chunk_size=config.sweep.chunk_size,
-      memory_budget_bytes=config.sweep.memory_budget_gb * 2**30)
+      memory_budget_bytes=config.sweep.memory_budget_gb * 2**30,
+      vmap_width=config.sweep.vmap_width)
   _log(f'{experiment.name}: {grid.size} settings, chunks of {runner.chunk_size} on '
        f'{jax.device_count()} {jax.default_backend()} device(s); '
        f'compiled in {time.perf_counter() - start:.1f} s')
