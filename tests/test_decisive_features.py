@@ -11,9 +11,7 @@ D, S, DIM = 20, 10, 25
 
 
 def _draw(overlap, n=500, seed=0):
-  k_plane, k_data = jax.random.split(jax.random.key(seed))
-  a = jax.random.normal(k_plane, (D,))
-  sample = decisive_features.sample(k_data, a, jnp.asarray(overlap), n, DIM, S)
+  a, sample = decisive_features.sample(jax.random.key(seed), jnp.asarray(overlap), n, D, DIM, S)
   return np.asarray(a), sample
 
 
@@ -30,11 +28,13 @@ def test_decisive_columns_are_where_the_protocol_puts_them(overlap):
   for j in range(DIM):
     same = np.array_equal(x_a[:, j], x_b[:, j])
     assert same == (j in shared), (overlap, j)
-  # Labels follow y = 1[x_s · a > 0], with x_s reassembled from the two modalities.
-  x_s = np.empty((500, D))
-  x_s[:, :10] = x_b[:, :10]
-  x_s[:, 10 - overlap:20 - overlap] = x_a[:, 10 - overlap:20 - overlap]
+  # Labels follow y = 1[x_s · a > 0]. The overlap only moves masks, so the same key's draw
+  # at overlap 0 (where the two modalities together show all of x_s) gives x_s.
+  _, full = _draw(0)
+  x_s = np.concatenate([np.asarray(full.x_b)[:, :10], np.asarray(full.x_a)[:, 10:20]], 1)
   np.testing.assert_array_equal(y, (x_s @ a > 0).astype(np.int32))
+  np.testing.assert_array_equal(x_b[:, :10], x_s[:, :10])
+  np.testing.assert_array_equal(x_a[:, 10 - overlap:20 - overlap], x_s[:, 10 - overlap:20 - overlap])
 
 
 def test_one_compiled_program_covers_every_overlap():

@@ -48,7 +48,7 @@ def _global(array: np.ndarray, sharding):
 def _program(setting_fn, mesh, vmap_width: int):
   def local(sweep_key, key_index, settings):
     keys = jax.vmap(lambda i: jax.random.fold_in(sweep_key, i))(key_index)
-    if 0 < vmap_width < len(key_index):
+    if vmap_width:
       return jax.lax.map(lambda a: setting_fn(*a), (keys, settings), batch_size=vmap_width)
     return jax.vmap(setting_fn)(keys, settings)
   return jax.shard_map(local, mesh=mesh, in_specs=(PartitionSpec(), PartitionSpec(AXIS),
@@ -98,9 +98,11 @@ def make_runner(setting_fn, sweep_key, example_settings: dict[str, np.ndarray],
   devices = np.array(jax.devices())
   mesh = jax.sharding.Mesh(devices, (AXIS,))
   sharding = NamedSharding(mesh, PartitionSpec(AXIS))
-  # Whole groups on every device: a partial group would compile the body a second time.
+  # Whole groups on every device (a partial group would compile the body a second time), and
+  # at least two, so that XLA never simplifies the loop over groups away: the same compiled
+  # group body then serves every chunk size and device count, bit for bit.
   unit = len(devices) * max(vmap_width, 1)
-  round_up = lambda c: -(-max(c, 1) // unit) * unit
+  round_up = lambda c: max(-(-max(c, 1) // unit), 2 if vmap_width else 1) * unit
   size = round_up(chunk_size or num_settings)
   compiled = _compile(setting_fn, sweep_key, example_settings, size, sharding, vmap_width)
   if not chunk_size:

@@ -154,7 +154,7 @@ def finalize(workdir, config=None) -> dict:
   names = list(config.bounds) or list(bound_registry.applicable(table))
   bound_columns, bound_summary = bound_registry.evaluate(names, healthy)
   for name, column in bound_columns.items():
-    table[name] = np.full(len(index), np.nan if column.dtype != bool else False, column.dtype)
+    table[name] = np.full(len(diverged), np.nan if column.dtype != bool else False, column.dtype)
     table[name][~diverged] = column
   tables.write_csv(workdir / 'results.csv', table)
   summary = tables.summarize(tables.select(table, ~diverged), experiment.group_by,

@@ -1,0 +1,212 @@
+"""The sweep engine end to end: CLI, validation, determinism, chunking, devices, resume."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from xdistill_jax import config_schema
+from xdistill_jax import experiments
+from xdistill_jax.experiments import base
+from xdistill_jax.experiments import ntdh_overlap
+from xdistill_jax.reporting import tables
+from xdistill_jax.sweep import execute
+from xdistill_jax.sweep import runner
+from xdistill_jax.sweep.grid import Grid
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TINY = ['--config.runs=2', "--config.overlaps=(0,10)", '--config.steps=40',
+        '--config.n_train=48', '--config.n_test=64', '--config.sweep.progress=False']
+
+
+def _cli(*args, env=None, **kwargs):
+  return subprocess.run([sys.executable, '-m', 'xdistill_jax.cli', *args], cwd=ROOT,
+                        capture_output=True, text=True, env=env, **kwargs)
+
+
+def _same_rows(a: dict, b: dict) -> None:
+  assert a.keys() == b.keys()
+  for name in a:
+    np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_cli_run_writes_every_output(tmp_path):
+  result = _cli('run', '--config=configs/ntdh_overlap.py', f'--workdir={tmp_path}', *TINY)
+  assert result.returncode == 0, result.stderr
+  rows = tables.read_csv(tmp_path / 'results.csv')
+  assert len(rows['index']) == 4
+  for column in ('overlap', 'gamma', 'seed', 'teacher_acc', 'baseline_acc', 'kd_acc', 'delta',
+                 'cmd_inputs', 'cmd_outputs', 'tckd_test', 'nckd_test', 'bayes_floor_a',
+                 'bayes_floor_b', 'teacher_wrong_teacher_p_0', 'n2_upper', 'diverged'):
+    assert column in rows, column
+  for column in ('teacher_acc', 'baseline_acc', 'kd_acc'):
+    assert np.all((rows[column] >= 0) & (rows[column] <= 1))
+  np.testing.assert_allclose(rows['delta'], 100 * (rows['kd_acc'] - rows['baseline_acc']))
+  np.testing.assert_allclose(sorted(set(rows['gamma'])), [0.0, 1.0])
+  assert np.all(rows['nckd_test'] == 0)  # K = 2: the non-target distribution is a point mass
+  summary = tables.read_csv(tmp_path / 'summary.csv')
+  assert list(summary['overlap']) == [0, 10]
+  assert list(summary['kd_acc_count']) == [2, 2]
+  record = json.loads((tmp_path / 'config.json').read_text())
+  assert record['library_version'] and record['config']['runs'] == 2
+  report = json.loads((tmp_path / 'bounds.json').read_text())
+  assert all(b['violations'] == 0 for b in report['bounds'].values()
+             if b['kind'] == 'deterministic')
+  for figure in ('ntdh_overlap.png', 'ntdh_overlap_bounds.png'):
+    assert (tmp_path / figure).stat().st_size > 10_000
+  replot = _cli('plot', f'--workdir={tmp_path}')
+  assert replot.returncode == 0, replot.stderr
+
+
+def test_cli_rejects_a_misspelt_field(tmp_path):
+  result = _cli('run', '--config=configs/ntdh_overlap.py', f'--workdir={tmp_path}',
+                '--config.runz=3')
+  assert result.returncode != 0 and 'runz' in result.stderr
+
+
+def test_cli_rejects_an_invalid_value_naming_the_field(tmp_path):
+  result = _cli('run', '--config=configs/ntdh_overlap.py', f'--workdir={tmp_path}',
+                '--config.overlaps=(0,11)')
+  assert result.returncode == 2
+  assert 'config.overlaps' in result.stderr and 'integers in [0, 10]' in result.stderr
+  assert not (tmp_path / 'chunks').exists()
+
+
+@pytest.mark.parametrize('field, value, message', [
+    ('overlaps', (0, 11), 'config.overlaps'),
+    ('runs', 0, 'config.runs'),
+    ('temperature', -1.0, 'config.temperature'),
+    ('experiment', 'ntdh_overlop', 'config.experiment'),
+])
+def test_invalid_config_fails_before_compilation(tiny_overlap_config, tmp_path, monkeypatch,
+                                                 field, value, message):
+  def no_compilation(*args, **kwargs):
+    raise AssertionError('compiled before validating')
+  monkeypatch.setattr(execute, 'make_runner', no_compilation)
+  setattr(tiny_overlap_config, field, value)
+  with pytest.raises(config_schema.ConfigError, match=message.replace('.', r'\.')):
+    runner.run(tiny_overlap_config, tmp_path)
+
+
+def test_unknown_field_suggests_the_closest(tiny_overlap_config):
+  tiny_overlap_config.unlock()
+  tiny_overlap_config.temprature = 1.0
+  with pytest.raises(config_schema.ConfigError, match='Did you mean config.temperature'):
+    runner.prepare(tiny_overlap_config)
+
+
+def _run_all(config, chunk_size=0, vmap_width=-1):
+  grid = Grid(ntdh_overlap.axes(config))
+  index = np.arange(grid.size)
+  run = execute.make_runner(ntdh_overlap.make_setting_fn(config), jax.random.key(config.seed),
+                            grid.traced_settings(index[:1]), grid.size, chunk_size=chunk_size,
+                            vmap_width=vmap_width)
+  parts = [run(grid.key_index(index[i:i + run.chunk_size]),
+               grid.traced_settings(index[i:i + run.chunk_size]))
+           for i in range(0, grid.size, run.chunk_size)]
+  return grid, {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def test_same_seed_same_numbers_and_vmapped_equals_one_at_a_time(tiny_overlap_config):
+  grid, first = _run_all(tiny_overlap_config)
+  _, second = _run_all(tiny_overlap_config)
+  _same_rows(first, second)
+  fn = ntdh_overlap.make_setting_fn(tiny_overlap_config)
+  key = jax.random.key(tiny_overlap_config.seed)
+  for i in (0, 4, grid.size - 1):
+    setting = {k: v[0] for k, v in grid.traced_settings(np.array([i])).items()}
+    alone = execute.run_one(fn, key, int(grid.key_index(np.array([i]))[0]), setting)
+    for name, value in alone.items():
+      np.testing.assert_allclose(value, first[name][i], rtol=1e-5, atol=1e-6, err_msg=name)
+  other = tiny_overlap_config.copy_and_resolve_references()
+  other.seed = 1
+  assert not np.array_equal(_run_all(other)[1]['kd_acc'], first['kd_acc'])
+
+
+def test_chunk_size_does_not_change_a_bit(tiny_overlap_config):
+  _, whole = _run_all(tiny_overlap_config, vmap_width=2)
+  _, chunked = _run_all(tiny_overlap_config, chunk_size=2, vmap_width=2)
+  _same_rows(whole, chunked)
+
+
+def test_device_count_does_not_change_a_bit(tmp_path):
+  outputs = []
+  for devices in (1, 8):
+    env = os.environ | {'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}'}
+    workdir = tmp_path / str(devices)
+    result = _cli('run', '--config=configs/ntdh_overlap.py', f'--workdir={workdir}', *TINY,
+                  '--config.runs=4', env=env)
+    assert result.returncode == 0, result.stderr
+    assert f'on {devices} cpu device(s)' in result.stderr
+    outputs.append(tables.read_csv(workdir / 'results.csv'))
+  _same_rows(*outputs)
+
+
+def test_sigkill_then_same_command_gives_the_uninterrupted_rows(tmp_path):
+  args = ['run', '--config=configs/ntdh_overlap.py', *TINY, '--config.runs=8',
+          '--config.sweep.chunk_size=2', '--config.sweep.vmap_width=1']
+  reference = _cli(*args, f'--workdir={tmp_path / "reference"}')
+  assert reference.returncode == 0, reference.stderr
+  workdir = tmp_path / 'killed'
+  process = subprocess.Popen([sys.executable, '-m', 'xdistill_jax.cli', *args,
+                              f'--workdir={workdir}'], cwd=ROOT, stderr=subprocess.DEVNULL)
+  rng = np.random.default_rng(int(time.time()))
+  deadline = time.time() + 120
+  while time.time() < deadline and len(list((workdir / 'chunks').glob('[0-9]*'))) < 2:
+    time.sleep(0.05)
+  time.sleep(rng.uniform(0, 0.5))  # kill at a random moment after some chunks committed
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  resumed = _cli(*args, f'--workdir={workdir}')
+  assert resumed.returncode == 0, resumed.stderr
+  expected = tables.read_csv(tmp_path / 'reference' / 'results.csv')
+  got = tables.read_csv(workdir / 'results.csv')
+  assert len(got['index']) == 16 and len(set(got['index'])) == 16
+  _same_rows(expected, got)
+
+
+def test_resume_refuses_a_different_config(tiny_overlap_config, tmp_path):
+  runner.run(tiny_overlap_config, tmp_path)
+  tiny_overlap_config.steps = 41
+  with pytest.raises(config_schema.ConfigError, match='different config'):
+    runner.run(tiny_overlap_config, tmp_path)
+
+
+# A toy experiment whose settings with seed 1 diverge, to test the `diverged` flag.
+def _toy_setting_fn(config):
+  def setting_fn(key, setting):
+    x = jax.random.uniform(key)
+    bad = setting['seed'] == 1
+    return {'value': jnp.where(bad, jnp.nan, x), 'other': jnp.where(bad, jnp.inf, 1.0 + x)}
+  return setting_fn
+
+
+TOY = base.Experiment(
+    name='toy_divergence', fields=('runs',), validate=lambda c: None,
+    axes=lambda c: {'seed': np.arange(c.runs)}, make_setting_fn=_toy_setting_fn,
+    group_by=('seed',), figures=lambda *a: [])
+
+
+def test_diverged_settings_are_flagged_and_left_out_of_the_summary(tmp_path, monkeypatch):
+  monkeypatch.setitem(experiments._MODULES, 'toy_divergence', __name__)
+  config = base.common_config('toy_divergence')
+  config.runs = 3
+  config.sweep.progress = False
+  report = runner.run(config, tmp_path)
+  assert report['diverged'] == 1
+  rows = tables.read_csv(tmp_path / 'results.csv')
+  np.testing.assert_array_equal(rows['diverged'], [0, 1, 0])
+  summary = tables.read_csv(tmp_path / 'summary.csv')
+  np.testing.assert_array_equal(summary['value_count'], [1, 0, 1])
+  assert np.all(np.isfinite(summary['value_mean'][[0, 2]]))
+
+
+EXPERIMENT = TOY
