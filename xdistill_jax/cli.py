@@ -50,14 +50,16 @@ def _main(command: str):
 
 
 def use_all_cpu_cores() -> None:
-  """One XLA CPU device per core, so chunk shards run in parallel on a CPU host.
+  """One XLA CPU device per core (at least two), so chunk shards run in parallel on a CPU.
 
-  Results never depend on the device count (settings' keys come from their indices). Skipped
+  Results never depend on the device count: keys come from setting indices, and every count
+  of two or more compiles the same partitioned per-device program (a single device compiles
+  an unpartitioned one, whose reductions may round differently in the last bit). Skipped
   when XLA_FLAGS already sets a host device count. Must run before JAX starts a backend.
   """
   if 'xla_force_host_platform_device_count' not in os.environ.get('XLA_FLAGS', ''):
     import jax
-    jax.config.update('jax_num_cpu_devices', os.cpu_count() or 1)
+    jax.config.update('jax_num_cpu_devices', max(2, os.cpu_count() or 1))
 
 
 def main(argv=None):

@@ -157,8 +157,10 @@ def finalize(workdir, config=None) -> dict:
     table[name] = np.full(len(diverged), np.nan if column.dtype != bool else False, column.dtype)
     table[name][~diverged] = column
   tables.write_csv(workdir / 'results.csv', table)
-  summary = tables.summarize(tables.select(table, ~diverged), experiment.group_by,
-                             exclude=('index', 'diverged'))
+  # Diverged rows count in no statistic, but their groups stay (with count 0).
+  masked = {k: np.where(diverged, np.nan, v) if k not in experiment.group_by
+            and v.dtype.kind == 'f' else v for k, v in table.items()}
+  summary = tables.summarize(masked, experiment.group_by, exclude=('index', 'diverged'))
   tables.write_csv(workdir / 'summary.csv', summary)
   report = {'settings': int(grid.size), 'finished': int(len(index)),
             'diverged': int(diverged.sum()), 'bounds': bound_summary}
