@@ -10,6 +10,7 @@ import numpy as np
 
 from xdistill_jax import bounds
 from xdistill_jax import divergences
+from xdistill_jax import training
 
 TEACHER_WRONG_COLUMNS = ('teacher_wrong_count', 'teacher_wrong_teacher_p', 'teacher_wrong_kd_p')
 
@@ -36,12 +37,15 @@ def teacher_student_divergences(teacher_logits, student_logits, labels, suffix='
   return {name + suffix: v for name, v in out.items()}
 
 
-def teacher_wrong_softmax(teacher_logits, student_logits, labels, cls=0):
+def teacher_wrong_softmax(teacher_logits, student_logits, labels, cls=0, weights=None):
   """Mean softmax of teacher and student on examples of class `cls` the teacher gets wrong.
 
-  NaN (with count 0) when there are no such examples (ntdh.md protocol G report).
+  NaN (with count 0) when there are no such examples (ntdh.md protocol G report). A 0/1
+  `weights` mask restricts the examples considered.
   """
   wrong = (labels == cls) & (jnp.argmax(teacher_logits, -1) != cls)
+  if weights is not None:
+    wrong &= weights > 0
   count = jnp.sum(wrong)
   mean = lambda z: jnp.sum(jnp.where(wrong[:, None], jax.nn.softmax(z), 0.0), 0) / count
   return {'teacher_wrong_count': count.astype(jnp.float32),
@@ -49,18 +53,22 @@ def teacher_wrong_softmax(teacher_logits, student_logits, labels, cls=0):
           'teacher_wrong_kd_p': mean(student_logits)}
 
 
-def margin_bound_inputs(logits, inputs, labels, params, rho, prefix=''):
+def margin_bound_inputs(logits, inputs, labels, params, rho, prefix='', weights=None):
   """Training error, margin risk at ρ, input radius and weight norm of a linear head (N4).
 
   The bias is folded into the weights by appending a constant 1 to every input, so the
-  radius is max sqrt(‖x‖² + 1) and the norm is that of the augmented weight matrix.
+  radius is max sqrt(‖x‖² + 1) and the norm is that of the augmented weight matrix. A 0/1
+  `weights` mask selects the training examples.
   """
-  margin_risk = bounds.empirical_margin_risk(logits, labels, rho)
+  keep = jnp.ones(labels.shape, bool) if weights is None else weights > 0
+  margin_risk = bounds.empirical_margin_risk(logits, labels, rho, mask=keep)
   weight_norm = jnp.sqrt(sum(jnp.sum(w ** 2) for w in jax.tree.leaves(params)))
-  return {prefix + 'train_err': 1.0 - jnp.mean(jnp.argmax(logits, -1) == labels),
+  wrong = (jnp.argmax(logits, -1) != labels).astype(jnp.float32)
+  radius2 = jnp.max(jnp.where(keep, jnp.sum(inputs ** 2, -1), 0.0))
+  return {prefix + 'train_err': training.weighted_mean(wrong, weights),
           prefix + 'margin_risk': margin_risk,
           prefix + 'weight_norm': weight_norm,
-          'input_radius': jnp.sqrt(jnp.max(jnp.sum(inputs ** 2, -1)) + 1.0)}
+          'input_radius': jnp.sqrt(radius2 + 1.0)}
 
 
 def error_columns(table):

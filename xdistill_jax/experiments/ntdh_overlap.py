@@ -73,6 +73,14 @@ def axes(config) -> dict[str, np.ndarray]:
           'seed': np.arange(config.runs, dtype=np.int32)}
 
 
+def train_weights(config, setting):
+  """0/1 weights of the `n_train` training rows: all ones, or the first `setting['n']`
+  when the sample size is a sweep axis (`ntdh_samples`), so every n shares one program."""
+  if 'n' not in setting:
+    return None
+  return (jnp.arange(config.n_train) < setting['n']).astype(jnp.float32)
+
+
 def _train(config, key, setting):
   """Trains teacher, baseline and KD student of one setting: (params, data)."""
   model = MLP(num_classes=2)
@@ -84,10 +92,11 @@ def _train(config, key, setting):
                                               config.student_decisive)
   train, test = data.rows(0, config.n_train), data.rows(config.n_train, n)
   teacher_init, student_init = init_models(model, k_init, 2, config.dim)
+  w = train_weights(config, setting)
 
   def supervised_loss(params):  # teacher and baseline student in one loop
-    return (training.cross_entropy(model.apply(params['teacher'], train.x_a), train.y)
-            + training.cross_entropy(model.apply(params['baseline'], train.x_b), train.y))
+    return (training.cross_entropy(model.apply(params['teacher'], train.x_a), train.y, w)
+            + training.cross_entropy(model.apply(params['baseline'], train.x_b), train.y, w))
 
   params, _ = training.fit(supervised_loss, {'teacher': teacher_init,
                                              'baseline': student_init},
@@ -96,8 +105,9 @@ def _train(config, key, setting):
 
   def kd_loss(student):
     logits = model.apply(student, train.x_b)
-    return (config.ce_weight * training.cross_entropy(logits, train.y)
-            + config.kd_weight * jnp.mean(losses.kd(logits, teacher_logits, config.temperature)))
+    return (config.ce_weight * training.cross_entropy(logits, train.y, w)
+            + config.kd_weight * training.weighted_mean(
+                losses.kd(logits, teacher_logits, config.temperature), w))
 
   params['kd'], _ = training.fit(kd_loss, student_init, optimizer, config.steps)
   return params, (hyperplane, train, test)
@@ -113,20 +123,21 @@ def make_setting_fn(config) -> base.SettingFn:
     t_test, b_test, kd_test = (logits('teacher', test.x_a), logits('baseline', test.x_b),
                                logits('kd', test.x_b))
     acc = lambda z: training.accuracy(z, test.y)
+    w = train_weights(config, setting)
     metrics = {
         'teacher_acc': acc(t_test), 'baseline_acc': acc(b_test), 'kd_acc': acc(kd_test),
-        'teacher_loss': training.cross_entropy(t_train, train.y),
-        'baseline_loss': training.cross_entropy(logits('baseline', train.x_b), train.y),
-        'kd_loss': training.cross_entropy(kd_train, train.y),
-        'cmd_inputs': divergences.central_moment_discrepancy(train.x_a, train.x_b,
-                                                             config.moments),
+        'teacher_loss': training.cross_entropy(t_train, train.y, w),
+        'baseline_loss': training.cross_entropy(logits('baseline', train.x_b), train.y, w),
+        'kd_loss': training.cross_entropy(kd_train, train.y, w),
+        'cmd_inputs': divergences.central_moment_discrepancy(
+            train.x_a, train.x_b, config.moments, w, w),
         'cmd_outputs': divergences.central_moment_discrepancy(
-            jax.nn.softmax(t_train), jax.nn.softmax(kd_train), config.moments),
+            jax.nn.softmax(t_train), jax.nn.softmax(kd_train), config.moments, w, w),
     }
-    metrics |= measures.teacher_wrong_softmax(t_train, kd_train, train.y, cls=0)
+    metrics |= measures.teacher_wrong_softmax(t_train, kd_train, train.y, cls=0, weights=w)
     metrics |= measures.teacher_student_divergences(t_test, kd_test, test.y, suffix='_test')
     metrics |= measures.margin_bound_inputs(kd_train, train.x_b, train.y, params['kd'],
-                                            config.margin_rho, prefix='kd_')
+                                            config.margin_rho, prefix='kd_', weights=w)
     overlap = setting['overlap']
     cols_a = decisive_features.teacher_columns(overlap, config.dim, config.num_decisive,
                                                config.student_decisive)
@@ -135,7 +146,7 @@ def make_setting_fn(config) -> base.SettingFn:
     metrics |= {
         'bayes_floor_a': bounds.decisive_feature_bayes_floor(hyperplane, cols_a[:d]),
         'bayes_floor_b': bounds.decisive_feature_bayes_floor(hyperplane, cols_b[:d]),
-        'n_train': jnp.asarray(config.n_train, jnp.float32),
+        'n_train': jnp.asarray(setting.get('n', config.n_train), jnp.float32),
         'vc_dim': jnp.asarray(config.dim + 1, jnp.float32),
         'num_classes': jnp.asarray(2.0),
         'margin_rho': jnp.asarray(config.margin_rho, jnp.float32),

@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from xdistill_jax import bound_registry  # noqa: E402
+from xdistill_jax import bounds  # noqa: E402
 
 _STYLE = {'lower': dict(ls='--'), 'upper': dict(ls='-.'), 'reference': dict(ls=':')}
 
@@ -131,3 +132,42 @@ def bounds_figure(table, summary, path, x, divergence, target='kd_err',
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
   return save(fig, pathlib.Path(path))
+
+
+def sample_size_figure(summary, path, floor, title, target='kd_err', x='n'):
+  """Error and its registered bounds against the sample size (log-log), and the excess error
+  over the Bayes floor with the O(n^-1/2) and O(n^-1) reference slopes (theory.md N5)."""
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+  n = np.asarray(summary[x], float)
+  ax = axes[0]
+  band(ax, summary, x, target, f'{target} (empirical)', color='k')
+  band(ax, summary, x, 'baseline_err', 'baseline_err (empirical)', color='0.5')
+  if floor + '_mean' in summary:
+    ax.plot(np.sort(n), summary[floor + '_mean'][np.argsort(n)], ':', color='k',
+            label='Bayes floor')
+  for b in _bounds_on(summary_columns(summary), target):
+    band(ax, summary, x, b.name, f'{b.name} ({b.kind})', **_STYLE.get(b.side, {}))
+  ax.axhline(1.0, color='r', lw=0.8)
+  ax.text(n.min(), 1.05, 'vacuous above 1', color='r', fontsize=8)
+  ax.set(xscale='log', yscale='log', xlabel='training examples n', ylabel='test error',
+         title='error and bounds')
+  ax = axes[1]
+  order = np.argsort(n)
+  excess = (summary[target + '_mean'] - summary[floor + '_mean'])[order]
+  ax.plot(n[order], np.maximum(excess, 1e-4), 'o-', color='k', label='excess error over floor')
+  anchor = excess[0] if excess[0] > 0 else np.nanmax(excess)
+  for alpha, style in ((0.5, '--'), (1.0, ':')):
+    ref = bounds.rate_reference(n[order], n[order][0], anchor, alpha)
+    ax.plot(n[order], ref, style, label=f'reference O(n^-{alpha:g}) (N5, not a bound)')
+  ax.set(xscale='log', yscale='log', xlabel='training examples n',
+         ylabel='kd_err − Bayes floor', title='excess error and N5 rates')
+  for ax in axes:
+    ax.grid(alpha=0.3, which='both')
+    ax.legend(fontsize=7)
+  fig.suptitle(title)
+  return save(fig, path)
+
+
+def summary_columns(summary):
+  """Metric names present in a summary table (without the _mean/_std/_count suffix)."""
+  return {k[:-5] for k in summary if k.endswith('_mean')}

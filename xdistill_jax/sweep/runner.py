@@ -97,6 +97,15 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
   return finalize(workdir, config)
 
 
+def vmap_width(config, grid) -> int:
+  """`sweep.vmap_width`, or by default the backend's width capped at a quarter of the sweep
+  (so small sweeps are not padded to many idle settings). It depends on the sweep alone, never
+  on the device count or on what a resumed run has left, so results stay bit-identical."""
+  if config.sweep.vmap_width >= 0:
+    return config.sweep.vmap_width
+  return min(execute.default_vmap_width(), max(1, grid.size // 4))
+
+
 def _execute(experiment, config, grid, store, todo):
   start = time.perf_counter()
   sweep_key = jax.random.key(config.seed)
@@ -104,7 +113,7 @@ def _execute(experiment, config, grid, store, todo):
       experiment.make_setting_fn(config), sweep_key, grid.traced_settings(todo[:1]),
       num_settings=len(todo), chunk_size=config.sweep.chunk_size,
       memory_budget_bytes=config.sweep.memory_budget_gb * 2**30,
-      vmap_width=config.sweep.vmap_width)
+      vmap_width=vmap_width(config, grid))
   _log(f'{experiment.name}: {grid.size} settings, chunks of {runner.chunk_size} on '
        f'{jax.device_count()} {jax.default_backend()} device(s); '
        f'compiled in {time.perf_counter() - start:.1f} s')
