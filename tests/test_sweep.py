@@ -191,7 +191,7 @@ def _toy_setting_fn(config):
   return setting_fn
 
 
-TOY = base.Experiment(
+EXPERIMENT = TOY = base.Experiment(
     name='toy_divergence', fields=('runs',), validate=lambda c: None,
     axes=lambda c: {'seed': np.arange(c.runs)}, make_setting_fn=_toy_setting_fn,
     group_by=('seed',), figures=lambda *a: [])
@@ -212,4 +212,15 @@ def test_diverged_settings_are_flagged_and_left_out_of_the_summary(tmp_path, mon
   assert np.all(np.isfinite(summary['value_mean'][[0, 2]])) and np.isnan(summary['value_mean'][1])
 
 
-EXPERIMENT = TOY
+
+def test_selected_settings_keep_their_trained_parameters(tiny_overlap_config, tmp_path):
+  import orbax.checkpoint as ocp
+  tiny_overlap_config.sweep.save_params = (1,)
+  runner.run(tiny_overlap_config, tmp_path)
+  saved = ocp.StandardCheckpointer().restore((tmp_path / 'params' / 'setting_00000001').absolute())
+  kernel = saved['kd']['params']['TorchDense_0']['kernel']
+  assert kernel.shape == (tiny_overlap_config.dim, 2) and np.all(np.isfinite(kernel))
+  bias = saved['kd']['params']['TorchDense_0']['bias']
+  rows = tables.read_csv(tmp_path / 'results.csv')
+  np.testing.assert_allclose(np.sqrt(np.sum(kernel ** 2) + np.sum(bias ** 2)),
+                             rows['kd_weight_norm'][1], rtol=1e-5)

@@ -26,6 +26,8 @@ _USAGE = ('usage: xdistill {run,plot,analyze} [flags]\n'
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Sweep config file (get_config()).',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for results, checkpoints, figures.')
+_DISTRIBUTED = flags.DEFINE_bool(
+    'distributed', False, 'Call jax.distributed.initialize() first (multi-host GPU or TPU).')
 
 
 def _main(command: str):
@@ -35,6 +37,9 @@ def _main(command: str):
     if not _WORKDIR.value:
       raise app.UsageError('--workdir is required.')
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint at INFO
+    if _DISTRIBUTED.value:
+      import jax
+      jax.distributed.initialize()
     from xdistill_jax.sweep import runner  # imported after parsing: keeps --help fast
     try:
       if command == 'run':

@@ -56,7 +56,9 @@ def _results_config(config) -> dict:
 
 
 def _write_config(workdir: pathlib.Path, config, grid: Grid) -> None:
-  """Writes config.json, or checks that a resumed sweep has the same results config."""
+  """Writes config.json, or checks that a resumed sweep has the same results config.
+
+  On several hosts every process checks, and process 0 writes."""
   path = workdir / 'config.json'
   record = {'config': json.loads(config.to_json_best_effort()),
             'results_config': json.loads(json.dumps(_results_config(config), default=str)),
@@ -70,7 +72,8 @@ def _write_config(workdir: pathlib.Path, config, grid: Grid) -> None:
           f'{workdir} holds a sweep with a different config; resume it with the same config '
           f'(execution fields {", ".join(base.EXECUTION_FIELDS)} may differ) or use a new '
           f'--workdir.')
-  tables.atomic_write_text(path, json.dumps(record, indent=2, default=str) + '\n')
+  if jax.process_index() == 0:
+    tables.atomic_write_text(path, json.dumps(record, indent=2, default=str) + '\n')
 
 
 def load_config(workdir) -> ml_collections.ConfigDict:
@@ -94,6 +97,8 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
   store.close()
   if list(config.sweep.save_params):
     _save_params(experiment, config, grid, workdir)
+  if jax.process_index() != 0:
+    return {}
   return finalize(workdir, config)
 
 
