@@ -224,3 +224,28 @@ def test_selected_settings_keep_their_trained_parameters(tiny_overlap_config, tm
   rows = tables.read_csv(tmp_path / 'results.csv')
   np.testing.assert_allclose(np.sqrt(np.sum(kernel ** 2) + np.sum(bias ** 2)),
                              rows['kd_weight_norm'][1], rtol=1e-5)
+
+
+def test_a_bound_added_from_the_config_reaches_results_summary_and_figures(
+    tiny_overlap_config, tmp_path, monkeypatch):
+  from xdistill_jax import bound_registry
+  from xdistill_jax.reporting import figures
+  module = tmp_path / 'my_test_bounds.py'
+  module.write_text(
+      'from xdistill_jax.bound_registry import bound\n'
+      "@bound('twice_teacher_err', target='kd_err', side='upper', kind='probabilistic',\n"
+      "       requires=('teacher_err',))\n"
+      'def twice_teacher_err(m):\n'
+      "  return 2 * m['teacher_err']\n")
+  monkeypatch.syspath_prepend(str(tmp_path))
+  tiny_overlap_config.bound_modules = ('my_test_bounds',)
+  try:
+    report = runner.run(tiny_overlap_config, tmp_path / 'run')
+    rows = tables.read_csv(tmp_path / 'run' / 'results.csv')
+    np.testing.assert_allclose(rows['twice_teacher_err'], 2 * rows['teacher_err'])
+    assert 'twice_teacher_err_violated' in rows
+    assert 'twice_teacher_err_mean' in tables.read_csv(tmp_path / 'run' / 'summary.csv')
+    assert report['bounds']['twice_teacher_err']['kind'] == 'probabilistic'
+    assert 'twice_teacher_err' in [b.name for b in figures._bounds_on(rows, 'kd_err')]
+  finally:
+    bound_registry.unregister('twice_teacher_err')
