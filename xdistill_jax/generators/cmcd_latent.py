@@ -66,23 +66,27 @@ def supports_disjoint(separation: float, radius: float) -> bool:
 def uniform_ball(key, n: int, dim: int) -> jax.Array:
   """[n, dim] points uniform in the unit ball: direction g/‖g‖, radius U^(1/dim)."""
   k_dir, k_rad = jax.random.split(key)
-  g = jax.random.normal(k_dir, (n, dim))
-  g = g / jnp.linalg.norm(g, axis=-1, keepdims=True)
-  return g * jax.random.uniform(k_rad, (n, 1)) ** (1.0 / dim)
+  return _ball(jax.random.normal(k_dir, (n, dim)), jax.random.uniform(k_rad, (n,)), dim)
+
+
+def _ball(g, u, dim):
+  """Uniform points in the unit ball from Gaussian directions g [..., dim] and uniforms u."""
+  return g / jnp.linalg.norm(g, axis=-1, keepdims=True) * (u ** (1.0 / dim))[..., None]
+
+
+def _class(u, num_classes):
+  """A uniform class in {0..K-1} from u ~ U[0, 1)."""
+  return jnp.minimum(jnp.floor(u * num_classes), num_classes - 1).astype(jnp.int32)
 
 
 def _with_flag(z, flag):
   return jnp.concatenate([z, jnp.broadcast_to(flag, z.shape[:-1] + (1,)).astype(z.dtype)], -1)
 
 
-def _ball_mixture(key, n, means, radius):
-  k_y, k_u = jax.random.split(key)
-  y = jax.random.randint(k_y, (n,), 0, means.shape[0])
-  return means[y] + radius * uniform_ball(k_u, n, means.shape[1]), y
-
-
 def sample_exact_tv(key, n: int, epsilon, means: jax.Array, radius: float) -> LatentPairs:
   """n coupled latent pairs of the exact-TV generator (theory.md C1).
+
+  Two PRNG draws in all (one Gaussian block, one uniform block), which keeps compilation fast.
 
   Args:
     key: typed PRNG key.
@@ -94,10 +98,14 @@ def sample_exact_tv(key, n: int, epsilon, means: jax.Array, radius: float) -> La
   Returns:
     `LatentPairs`; TV((z_A, y), (z_B, y)) = ε, target Bayes error ε(1 − 1/K).
   """
-  k_z, k_xi, k_broken = jax.random.split(key, 3)
-  z, y = _ball_mixture(k_z, n, means, radius)
-  xi, _ = _ball_mixture(k_xi, n, means, radius)
-  broken = jax.random.uniform(k_broken, (n,)) < epsilon
+  k_g, k_u = jax.random.split(key)
+  num_classes, d = means.shape
+  g = jax.random.normal(k_g, (2, n, d))  # directions of z and of the independent ξ
+  u = jax.random.uniform(k_u, (5, n))  # classes of z and ξ, their radii, the broken flag
+  y, y_xi = _class(u[0], num_classes), _class(u[1], num_classes)
+  z = means[y] + radius * _ball(g[0], u[2], d)
+  xi = means[y_xi] + radius * _ball(g[1], u[3], d)
+  broken = u[4] < epsilon
   z_a = _with_flag(z, 0.0)
   z_b = jnp.where(broken[:, None], _with_flag(xi, 1.0), z_a)
   return LatentPairs(z_a, z_b, y, broken)
@@ -126,7 +134,7 @@ def sample_gaussian_shift(key, n: int, shift_norm, means: jax.Array, sigma: floa
   k_y, k_g = jax.random.split(key)
   d = means.shape[1]
   direction = jnp.eye(d)[-1] if direction is None else direction
-  y = jax.random.randint(k_y, (n,), 0, means.shape[0])
+  y = _class(jax.random.uniform(k_y, (n,)), means.shape[0])
   z = means[y] + sigma * jax.random.normal(k_g, (n, d))
   z_a = _with_flag(z, 0.0)
   z_b = _with_flag(z + shift_norm * direction, 0.0)

@@ -1,0 +1,296 @@
+"""CMCD: cross-modal contrastive distillation against an exactly known modality gap (cmcd.md).
+
+One setting = (ε, seed). Inside it the source encoder is pre-trained once (InfoNCE), every
+method is trained on it in one fused loop, and every probe in a second one
+(`cmcd_pipeline`). The inner axes are the number of unlabelled pairs M (`num_pairs`), the
+number of labelled target examples m (`m_labelled`) and the `method` (cmd, cmc, cmc_b2a, l2,
+target_only, target_ssl), so every metric has leading dimensions [len(M), len(m), len(methods)]
+and each combination is one results row.
+
+Columns (the contract of `bound_registry`'s C3–C5 bounds): `target_err` (the target test error
+of the method's predictor, on the coupled test pairs), `source_err`, `pair_disagreement`,
+`clean_disagreement` (C3, distillation methods only), `epsilon` (the axis), `num_classes`,
+`bayes_floor` = ε(1 − 1/K), `probe_margin_risk` at ρ = `margin_rho`, `m_labelled` (the inner
+axis), `rademacher` = (Λ/m)·sqrt(Σ‖[φ_B(x_i), 1]‖²) with Λ the trained probe's weight norm (C4),
+`confidence_delta` = `config.delta`, and the domain-classifier estimate `tv_estimate`
+= clip(2·acc − 1) beside the exact ε.
+
+Other columns: `source_probe_err` (a probe on φ_A itself: the teacher's quality),
+`clean_cosine` (mean cos(φ_A(x_A), φ_B(x_B)) on intact test pairs), `domain_acc`,
+`probe_train_err`, `probe_weight_norm` (Λ), `train_loss` (each model's final objective; a
+non-finite one marks the setting diverged), `broken_fraction` (observed on the test pairs),
+and from `derived` the Wilson 95% interval of `target_err` and `below_bayes_floor`.
+
+The setting key depends on the seed only (`key_axes=('seed',)`): every ε of one seed sees the
+same draws (the broken set grows with ε) and initialisations. The observation maps and class
+means are fixed for the whole sweep, from `config.map_seed`.
+
+Observed behaviour worth knowing (see the configs' defaults): the contrastive objectives do
+not align φ_B with φ_A — their optimum only ranks the paired teacher embedding first, and with
+few classes most in-batch negatives share the anchor's class, so at τ = 0.1 the CMC student
+encodes within-class detail (its loss is *below* that of perfect alignment) and the same probe
+does not transfer to φ_A. C3 is then loose for CMD/CMC and tight-ish for L2, and a linear
+domain classifier separates CMD/CMC features from φ_A almost perfectly whatever ε.
+"""
+
+import ml_collections
+import numpy as np
+
+from xdistill_jax import config_schema
+from xdistill_jax.experiments import base
+from xdistill_jax.experiments import cmcd_pipeline as pipeline
+from xdistill_jax.generators import cmcd_latent
+from xdistill_jax.reporting import figures
+from xdistill_jax.reporting import tables
+
+plt = figures.plt  # pyplot with the Agg backend that `figures` selects
+
+FIELDS = (
+    'epsilons', 'runs', 'methods', 'num_pairs', 'm_labelled',
+    'latent_dim', 'num_classes', 'class_separation', 'latent_radius', 'obs_dim_a', 'obs_dim_b',
+    'map_seed', 'aug_sigma', 'n_pretrain', 'n_domain', 'n_test',
+    'width', 'depth', 'feature_dim', 'proj_dim', 'domain_width',
+    'learning_rate', 'probe_learning_rate', 'pretrain_steps', 'distill_steps', 'probe_steps',
+    'infonce_temperature', 'cmc_temperature', 'cmd_teacher_temperature',
+    'cmd_student_temperature', 'margin_rho',
+)
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """The ε sweep of `configs/cmcd_tv.py` (sizes chosen for ≤ 3 min on a 2-core CPU)."""
+  config = base.common_config('cmcd')
+  config.epsilons = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)  # exact TV between the modalities
+  config.runs = 10  # seeds
+  config.methods = pipeline.METHODS
+  config.num_pairs = (256,)  # M: unlabelled pairs for distillation (and for target SSL)
+  config.m_labelled = (16,)  # m: labelled target examples for the probes / target-only
+  # Generator (cmcd.md): y ~ U{K}, z = s·e_y + r·u, u uniform in the unit ball of R^d.
+  config.latent_dim = 8
+  config.num_classes = 8
+  config.class_separation = 2.0  # s; supports are disjoint iff s·√2 > 2r
+  config.latent_radius = 1.0  # r
+  config.obs_dim_a = 16  # D_A: source observations ψ([z, flag] W_A + b_A)
+  config.obs_dim_b = 12  # D_B: target observations, a different map and dimension
+  config.map_seed = 0  # the observation maps are fixed per sweep, from this seed
+  config.aug_sigma = 0.3  # views f(z + σ_aug η)
+  config.n_pretrain = 256  # unlabelled source examples for InfoNCE pre-training
+  config.n_domain = 256  # held-out pairs per side to train the domain classifiers
+  config.n_test = 1000  # coupled test pairs (errors, C3 statistics, domain accuracy)
+  # Models: ReLU MLP encoders width × depth → feature_dim (L2-normalised), SSL head → proj_dim.
+  config.width = 32
+  config.depth = 2
+  config.feature_dim = 16
+  config.proj_dim = 16
+  config.domain_width = 0  # domain classifier: 0 = logistic regression, else a hidden layer
+  # Optimisation: full-batch Adam.
+  config.learning_rate = 3e-3  # encoders (pre-training, distillation, SSL, target-only)
+  config.probe_learning_rate = 1e-2  # linear probes and domain classifiers
+  config.pretrain_steps = 300
+  config.distill_steps = 300
+  config.probe_steps = 300
+  config.infonce_temperature = 0.1
+  config.cmc_temperature = 0.1
+  config.cmd_teacher_temperature = 0.05  # τ_A < τ_B (SEED-style)
+  config.cmd_student_temperature = 0.2
+  config.margin_rho = 1.0  # logit margin ρ of the probe's margin risk (C4)
+  # Execution only: groups of 7 settings divide 70 on 1 or 2 devices (no padded settings).
+  config.sweep.vmap_width = 7
+  return config
+
+
+def validate(config) -> None:
+  config_schema.number_list(config, 'epsilons', 0.0, 1.0)
+  config_schema.integer(config, 'runs', 1)
+  config_schema.choice_list(config, 'methods', pipeline.METHODS)
+  config_schema.integer_list(config, 'num_pairs', 2)
+  config_schema.integer_list(config, 'm_labelled', 1)
+  d = config_schema.integer(config, 'latent_dim', 1)
+  config_schema.integer(config, 'num_classes', 2, d)
+  r = config_schema.number(config, 'latent_radius', 0.0, low_open=True)
+  s = config_schema.number(config, 'class_separation', 0.0, low_open=True)
+  if not cmcd_latent.supports_disjoint(s, r):
+    raise config_schema.ConfigError(
+        f'config.class_separation={s!r} is invalid; allowed: a number > √2·latent_radius = '
+        f'{np.sqrt(2) * r:.4g} (class supports must be disjoint for TV = ε exactly).')
+  config_schema.integer(config, 'obs_dim_a', d + 1)
+  config_schema.integer(config, 'obs_dim_b', d + 1)
+  config_schema.integer(config, 'map_seed', 0, 2**31 - 1)
+  config_schema.number(config, 'aug_sigma', 0.0)
+  config_schema.integer(config, 'n_pretrain', 2)
+  config_schema.integer(config, 'n_domain', 1)
+  config_schema.integer(config, 'n_test', 1)
+  for field in ('width', 'depth', 'feature_dim', 'proj_dim'):
+    config_schema.integer(config, field, 1)
+  config_schema.integer(config, 'domain_width', 0)
+  for field in ('learning_rate', 'probe_learning_rate', 'infonce_temperature',
+                'cmc_temperature', 'cmd_teacher_temperature', 'cmd_student_temperature',
+                'margin_rho'):
+    config_schema.number(config, field, 0.0, low_open=True)
+  for field in ('pretrain_steps', 'distill_steps', 'probe_steps'):
+    config_schema.integer(config, field, 1)
+
+
+def axes(config) -> dict[str, np.ndarray]:
+  return {'epsilon': np.asarray(config.epsilons, np.float64),
+          'seed': np.arange(config.runs, dtype=np.int32)}
+
+
+def inner_axes(config) -> dict[str, np.ndarray]:
+  return {'num_pairs': np.asarray(config.num_pairs, np.int32),
+          'm_labelled': np.asarray(config.m_labelled, np.int32),
+          'method': np.asarray(config.methods)}
+
+
+def make_setting_fn(config) -> base.SettingFn:
+  maps = pipeline.make_maps(config)
+  return lambda key, setting: pipeline.run_setting(config, maps, key, setting['epsilon'])[0]
+
+
+def make_params_fn(config):
+  maps = pipeline.make_maps(config)
+  return lambda key, setting: pipeline.run_setting(config, maps, key, setting['epsilon'])[1]
+
+
+def derived(table, config):
+  """Wilson 95% interval of `target_err` on the n_test pairs, and `below_bayes_floor`: true
+  where even the interval's upper end lies below ε(1 − 1/K) (a finite test set may dip below
+  the floor of an expected error, but not beyond its binomial interval)."""
+  n = np.asarray(table['n_test'], np.float64)
+  p = np.asarray(table['target_err'], np.float64)
+  z = 1.959963984540054
+  centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+  half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+  out = {'target_err_ci_low': centre - half, 'target_err_ci_high': centre + half}
+  out['below_bayes_floor'] = out['target_err_ci_high'] < np.asarray(table['bayes_floor'])
+  return out
+
+
+# ------------------------------------------------------------------------------------------
+# Figures.
+# ------------------------------------------------------------------------------------------
+_LABELS = {'cmd': 'CMD', 'cmc': 'CMC (symmetric)', 'cmc_b2a': 'CMC (B→A)', 'l2': 'L2',
+           'target_only': 'target-only supervised', 'target_ssl': 'target SSL + probe'}
+
+
+def _rows(t, **where):
+  """Rows of a table (or summary) where every column equals the given value."""
+  keep = np.ones(len(next(iter(t.values()))), bool)
+  for column, value in where.items():
+    keep &= np.asarray(t[column]) == value
+  return tables.select(t, keep)
+
+
+def _floor(ax, xs, floor, label='Bayes floor ε(1 − 1/K)'):
+  order = np.argsort(xs)
+  ax.plot(np.asarray(xs)[order], np.asarray(floor)[order], 'k--', lw=1.2, label=label)
+
+
+def _error_vs_epsilon(summary, config, path, M, m):
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), sharey=True)
+  s = _rows(summary, num_pairs=M, m_labelled=m)
+  for i, method in enumerate(config.methods):
+    sub = _rows(s, method=method)
+    figures.band(axes[0], sub, 'epsilon', 'target_err', _LABELS[method], color=f'C{i}')
+    if method in pipeline.DISTILL_METHODS:
+      figures.band(axes[1], sub, 'epsilon', 'target_err', _LABELS[method], color=f'C{i}')
+      if 'c3_upper_mean' in sub:
+        order = np.argsort(sub['epsilon'])
+        axes[1].plot(sub['epsilon'][order], sub['c3_upper_mean'][order], '-.', color=f'C{i}',
+                     lw=1, label=f'C3 upper, {_LABELS[method]}')
+  for ax in axes:
+    first = _rows(s, method=config.methods[0])
+    _floor(ax, first['epsilon'], first['bayes_floor_mean'])
+    ax.set(xlabel='ε = TV((z_A, y), (z_B, y)) (exact)', ylim=(0, 1.02))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+  axes[0].set(ylabel='target test error (mean ± std over seeds)',
+              title=f'all methods (M = {M} pairs, m = {m} labels)')
+  axes[1].set(title='distillation: error and C3 = err_A + P[g(φ_B) ≠ g(φ_A)] (clipped at 1)')
+  return figures.save(fig, path)
+
+
+def _error_vs_samples(summary, config, path, epsilon, M, m):
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), sharey=True)
+  s = _rows(summary, epsilon=epsilon)
+  for ax, x, fixed in ((axes[0], 'm_labelled', {'num_pairs': M}),
+                       (axes[1], 'num_pairs', {'m_labelled': m})):
+    sub = _rows(s, **fixed)
+    for i, method in enumerate(config.methods):
+      rows = _rows(sub, method=method)
+      figures.band(ax, rows, x, 'target_err', _LABELS[method], color=f'C{i}')
+      if method in pipeline.DISTILL_METHODS and 'c3_upper_mean' in rows:
+        order = np.argsort(rows[x])
+        ax.plot(rows[x][order], rows['c3_upper_mean'][order], '-.', color=f'C{i}', lw=1,
+                label=f'C3 upper, {_LABELS[method]}')
+    first = _rows(sub, method=config.methods[0])
+    _floor(ax, first[x], first['bayes_floor_mean'])
+    ax.set_xscale('log')
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+  axes[0].set(xlabel='m (labelled target examples)', ylim=(0, 1.02),
+              ylabel='target test error (mean ± std over seeds)',
+              title=f'against m (ε = {epsilon:g}, M = {M})')
+  axes[1].set(xlabel='M (unlabelled pairs)', title=f'against M (ε = {epsilon:g}, m = {m})')
+  return figures.save(fig, path)
+
+
+def _tv_scatter(table, config, path, M, m):
+  fig, ax = plt.subplots(figsize=(5, 4.6))
+  t = _rows(table, num_pairs=M, m_labelled=m)
+  t = tables.select(t, ~np.asarray(t['diverged'], bool))
+  rng = np.random.default_rng(0)
+  for i, method in enumerate(config.methods):
+    if method not in pipeline.DISTILL_METHODS:
+      continue
+    rows = _rows(t, method=method)
+    jitter = rng.uniform(-0.01, 0.01, len(rows['epsilon']))
+    ax.scatter(rows['epsilon'] + jitter, rows['tv_estimate'], s=8, alpha=0.5, color=f'C{i}',
+               label=_LABELS[method])
+  lim = [0, max(1e-3, float(np.max(t['epsilon'])) * 1.1)]
+  ax.plot(lim, lim, 'k-', lw=1, label='y = x')
+  ax.set(xlabel='exact ε (TV of the latents)', ylabel='estimate 2·acc − 1 (domain classifier)',
+         title='TV estimated on learned features', ylim=(0, 1))
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7)
+  return figures.save(fig, path)
+
+
+def make_figures(table, summary, config, workdir):
+  """Error against ε and/or (m, M) with the floor and C3, estimated vs exact TV, and
+  `figures.bounds_figure` for each distillation method."""
+  M, m = max(config.num_pairs), max(config.m_labelled)
+  eps = float(np.max(config.epsilons))
+  paths = []
+  if len(config.epsilons) > 1:
+    paths.append(_error_vs_epsilon(summary, config, workdir / 'cmcd_error_vs_epsilon.png', M, m))
+  if len(config.num_pairs) > 1 or len(config.m_labelled) > 1:
+    paths.append(_error_vs_samples(summary, config, workdir / 'cmcd_error_vs_samples.png',
+                                   eps, M, m))
+  if any(method in pipeline.DISTILL_METHODS for method in config.methods):
+    paths.append(_tv_scatter(table, config, workdir / 'cmcd_tv_estimate.png', M, m))
+  varied = ('epsilon' if len(config.epsilons) > 1 else
+            'm_labelled' if len(config.m_labelled) > 1 else
+            'num_pairs' if len(config.num_pairs) > 1 else 'epsilon')
+  fixed = {'epsilon': {'num_pairs': M, 'm_labelled': m},
+           'm_labelled': {'epsilon': eps, 'num_pairs': M},
+           'num_pairs': {'epsilon': eps, 'm_labelled': m}}[varied]
+  xlabel = {'epsilon': 'ε (exact TV)', 'm_labelled': 'm (labelled target examples)',
+            'num_pairs': 'M (unlabelled pairs)'}[varied]
+  for method in config.methods:
+    if method not in pipeline.DISTILL_METHODS:
+      continue
+    paths.append(figures.bounds_figure(
+        _rows(table, method=method, **fixed), _rows(summary, method=method, **fixed),
+        workdir / f'cmcd_bounds_{method}.png', x=varied, divergence='pair_disagreement',
+        target='target_err', xlabel=xlabel, log_x=varied != 'epsilon',
+        divergence_label='pair disagreement P[g(φ_B(x_B)) ≠ g(φ_A(x_A))]'))
+  return paths
+
+
+EXPERIMENT = base.Experiment(
+    name='cmcd', fields=FIELDS, validate=validate, axes=axes,
+    make_setting_fn=make_setting_fn, key_axes=('seed',),
+    group_by=('epsilon', 'num_pairs', 'm_labelled', 'method'),
+    figures=make_figures, derived=derived,
+    nan_ok=pipeline.DISTILL_ONLY + pipeline.PROBE_ONLY, params_fn=make_params_fn,
+    inner_axes=inner_axes)

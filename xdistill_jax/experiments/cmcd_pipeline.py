@@ -1,0 +1,426 @@
+"""The CMCD pipeline (cmcd.md) as pure, vmappable stages of one setting.
+
+1. `draw`: every sample of a setting from the exact-TV generator.
+2. `pretrain_source`: InfoNCE on two views of the source examples → encoder φ_A (then frozen).
+3. `train_targets`: one fused `training.fit` loop over a params dict holding, for every number of
+   pairs M, a student encoder φ_B per distillation method (CMD, CMC, one-directional CMC, L2;
+   φ_A frozen) and a target-SSL encoder (InfoNCE on target views of the same M examples), and,
+   for every number of labels m, a target-only supervised encoder + head (stacked over m).
+4. `train_heads`: one fused loop over every linear probe g (on φ_B features of the first m
+   labelled target examples), every source probe (on φ_A features) and every domain classifier
+   (φ_A(x_A) against φ_B(x_B) features).
+5. `measure`: test errors, the C3 pair statistics, the C4 inputs and the TV estimate.
+
+Design choices (documented in the config and the report):
+
+* Encoders are small ReLU MLPs; their *representation* is the L2-normalised encoder output
+  φ(x) ∈ S^(feature_dim − 1). Projection heads exist only for the self-supervised InfoNCE stages
+  (SimCLR convention). Distillation aligns φ_B with φ_A directly — all four losses are
+  invariant to the norm of the student output — so that the **same** probe g can be applied to
+  φ_B(x_B) (target error) and φ_A(x_A) (source error), as C3 requires.
+* Full-batch optimisation with Adam; the two views of each example are drawn once.
+* Models trained on labels are stacked over the m axis and trained on masked losses
+  (`label_masks`), so one fixed-shape program serves every m; the M axis is a Python loop
+  (in-batch negatives need exactly M rows).
+* The probe has no regularisation and is trained for `probe_steps` steps: its weight norm Λ
+  (and with it the C4 Rademacher term) is whatever that training produces.
+* Every student, the target-SSL and target-only encoders start from the same initial encoder
+  parameters (the methods differ only in their objective: common random numbers).
+"""
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from xdistill_jax import bounds
+from xdistill_jax import divergences
+from xdistill_jax import losses
+from xdistill_jax import training
+from xdistill_jax.generators import cmcd_latent
+from xdistill_jax.models import MLP
+
+DISTILL_METHODS = ('cmd', 'cmc', 'cmc_b2a', 'l2')
+BASELINES = ('target_only', 'target_ssl')
+METHODS = DISTILL_METHODS + BASELINES
+# Methods whose target predictor is a linear probe on a frozen encoder's features.
+PROBED = DISTILL_METHODS + ('target_ssl',)
+# Metrics that are NaN by definition for some methods (see `measure`).
+DISTILL_ONLY = ('source_err', 'pair_disagreement', 'clean_disagreement', 'clean_cosine',
+                'domain_acc', 'tv_estimate')
+PROBE_ONLY = ('probe_margin_risk', 'rademacher', 'probe_weight_norm')
+
+
+class Coupled(NamedTuple):
+  """Observed coupled pairs."""
+
+  x_a: jax.Array
+  x_b: jax.Array
+  y: jax.Array
+  broken: jax.Array
+
+
+class SettingData(NamedTuple):
+  source_views: tuple  # two [n_pretrain, D_A] views of unlabelled source examples
+  pairs: Coupled  # [max M] unlabelled pairs for distillation (labels unused)
+  target_views: tuple  # two [max M, D_B] views of the pairs' target latents (target SSL)
+  labelled: Coupled  # [max m] labelled examples (the probes see x_b, y; source probe x_a, y)
+  domain: Coupled  # [n_domain] held-out pairs to train the domain classifiers
+  test: Coupled  # [n_test] coupled test pairs
+
+
+class Maps(NamedTuple):
+  """Fixed per sweep: class means and the two observation maps."""
+
+  means: jax.Array
+  map_a: cmcd_latent.ObservationMap
+  map_b: cmcd_latent.ObservationMap
+
+
+def make_maps(config) -> Maps:
+  """The sweep's fixed means and observation maps, from `config.map_seed` (not per setting)."""
+  k_a, k_b = jax.random.split(jax.random.key(config.map_seed))
+  latent = config.latent_dim + 1  # [z, flag]
+  return Maps(cmcd_latent.class_means(config.num_classes, config.latent_dim,
+                                      config.class_separation),
+              cmcd_latent.make_observation_map(k_a, latent, config.obs_dim_a),
+              cmcd_latent.make_observation_map(k_b, latent, config.obs_dim_b))
+
+
+def draw(config, maps: Maps, key, epsilon) -> SettingData:
+  """Every sample one setting uses, from the exact-TV generator at gap ε (traced).
+
+  One draw of n_pretrain + max M + max m + n_domain + n_test latent pairs, split in that
+  order, and one Gaussian block for the views' augmentation noise (few PRNG sites keep the
+  compilation fast). The source pre-training set uses the source latents only.
+  """
+  k_latent, k_aug = jax.random.split(key)
+  sizes = (config.n_pretrain, max(config.num_pairs), max(config.m_labelled), config.n_domain,
+           config.n_test)
+  lat = cmcd_latent.sample_exact_tv(k_latent, sum(sizes), epsilon, maps.means,
+                                    config.latent_radius)
+  cuts = np.cumsum(sizes)[:-1]
+  source, pairs, labelled, domain, test = (
+      cmcd_latent.LatentPairs(*parts) for parts in zip(*(jnp.split(a, cuts) for a in lat)))
+  noise = jax.random.normal(k_aug, (2, sizes[0] + sizes[1], lat.z_a.shape[1]))
+  view = lambda obs_map, z, eta: cmcd_latent.observe(obs_map, z + config.aug_sigma * eta)
+  coupled = lambda l: Coupled(cmcd_latent.observe(maps.map_a, l.z_a),
+                              cmcd_latent.observe(maps.map_b, l.z_b), l.y, l.broken)
+  return SettingData(
+      source_views=tuple(view(maps.map_a, source.z_a, eta[:sizes[0]]) for eta in noise),
+      pairs=coupled(pairs),
+      target_views=tuple(view(maps.map_b, pairs.z_b, eta[sizes[0]:]) for eta in noise),
+      labelled=coupled(labelled), domain=coupled(domain), test=coupled(test))
+
+
+# ------------------------------------------------------------------------------------------
+# Models.
+# ------------------------------------------------------------------------------------------
+def encoder(config):
+  return MLP(num_classes=config.feature_dim, hidden=(config.width,) * config.depth)
+
+
+def head(config):
+  return MLP(num_classes=config.proj_dim, hidden=(config.width,))
+
+
+def linear(outputs):
+  return MLP(num_classes=outputs)
+
+
+def domain_classifier(config):
+  """Logistic classifier of φ_A(x_A) against φ_B(x_B): linear (`domain_width` 0) or with one
+  ReLU hidden layer; two logits, softmax cross-entropy."""
+  return MLP(num_classes=2, hidden=(config.domain_width,) if config.domain_width else ())
+
+
+def init_params(model, key, x):
+  """`model.init(key, x)` in one PRNG draw: every `TorchDense` kernel and bias is
+  U(±1/sqrt(fan_in)), the distribution of `models.torch_linear_init`, taken from one uniform
+  block (one PRNG site per model instead of one per parameter: much faster to compile)."""
+  shapes = jax.eval_shape(model.init, jax.random.key(0), x)
+  zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
+  flat, unravel = jax.flatten_util.ravel_pytree(zeros)
+  unit = unravel(jax.random.uniform(key, flat.shape, flat.dtype, -1.0, 1.0))
+
+  def bound(tree):
+    if 'kernel' in tree:
+      return {name: tree['kernel'].shape[0] ** -0.5 for name in tree}
+    return {name: bound(sub) for name, sub in tree.items()}
+
+  return jax.tree.map(lambda u, b: u * b, unit, bound(zeros))
+
+
+def _normalize(h):
+  return h * jax.lax.rsqrt(jnp.maximum(jnp.sum(h * h, -1, keepdims=True), 1e-12))
+
+
+def embed(config, tower, x):
+  """The tower's output: projection head ∘ encoder (not normalised)."""
+  return head(config).apply(tower['head'], encoder(config).apply(tower['encoder'], x))
+
+
+def features(config, tower, x):
+  """The representation φ(x): the L2-normalised encoder output (before the head)."""
+  return _normalize(encoder(config).apply(tower['encoder'], x))
+
+
+def ssl_loss(config, params, views):
+  """Symmetric InfoNCE (SimCLR-style, in-batch negatives) on the towers' outputs."""
+  z1, z2 = (embed(config, params, v) for v in views)
+  tau = config.infonce_temperature
+  return 0.5 * jnp.mean(losses.infonce(z1, z2, tau) + losses.infonce(z2, z1, tau))
+
+
+def tower_init(config, key, x):
+  k_enc, k_head = jax.random.split(key)
+  x = x[:1]
+  return {'encoder': init_params(encoder(config), k_enc, x),
+          'head': init_params(head(config), k_head, jnp.zeros((1, config.feature_dim)))}
+
+
+def optimizer(learning_rate):
+  return optax.adam(learning_rate)
+
+
+# ------------------------------------------------------------------------------------------
+# Stages.
+# ------------------------------------------------------------------------------------------
+def pretrain_source(config, key, views, steps=None):
+  """φ_A (+ projection head) by InfoNCE on two views of each source example."""
+  params = tower_init(config, key, views[0])
+  steps = config.pretrain_steps if steps is None else steps
+  params, _ = training.fit(functools.partial(ssl_loss, config, views=views), params,
+                           optimizer(config.learning_rate), steps)
+  return params
+
+
+def distillation_loss(config, method, student_output, teacher_features):
+  """Mean CMD / CMC / one-directional CMC / L2 loss over the paired batch (cmcd.md step 2)."""
+  if method == 'cmd':
+    per_pair = losses.cmd_loss(student_output, teacher_features,
+                               config.cmd_student_temperature, config.cmd_teacher_temperature)
+  elif method in ('cmc', 'cmc_b2a'):
+    per_pair = losses.cmc_loss(student_output, teacher_features, config.cmc_temperature,
+                               symmetric=method == 'cmc')
+  elif method == 'l2':
+    per_pair = losses.l2_align(student_output, teacher_features)
+  else:
+    raise ValueError(f'unknown distillation method {method!r}')
+  return jnp.mean(per_pair)
+
+
+def _name(*parts):
+  """Model names such as 'cmd_M256', 'probe_l2_M64', 'domain_cmc_M256' (checkpoint-safe)."""
+  return '_'.join(map(str, parts[:-1])) + f'_M{parts[-1]}'
+
+
+def _method(name):
+  return name.rsplit('_M', 1)[0]
+
+
+def label_masks(config) -> jax.Array:
+  """[len(m), max m] 0/1 weights: row i keeps the first m_i labelled examples.
+
+  Every model trained on labels (target-only, probes) is stacked over the m axis and trained
+  with these weights in a vmapped loss: the weighted mean over the first m examples is exactly
+  the loss on those m examples, so one fixed-shape program serves every m.
+  """
+  m = np.asarray(config.m_labelled)
+  return jnp.asarray(np.arange(m.max())[None, :] < m[:, None], jnp.float32)
+
+
+def _replicate(params, n):
+  return jax.tree.map(lambda p: jnp.broadcast_to(p, (n,) + p.shape), params)
+
+
+def _per_m(loss_fn, stacked_params, masks):
+  """[len(m)] losses of the stacked models, each on its own first m examples."""
+  return jax.vmap(loss_fn)(stacked_params, masks)
+
+
+def target_objectives(config, data: SettingData, teacher_features):
+  """{model name: loss fn of its params} for every target model of stage 3.
+
+  'cmd_M<M>' … 'l2_M<M>': students (encoder only) on the first M pairs; 'target_ssl_M<M>':
+  InfoNCE on target views of the same M examples; 'target_only': encoder + linear head,
+  stacked over m (its loss is a [len(m)] vector).
+  """
+  objectives = {}
+  for M in config.num_pairs:
+    x_b, teacher = data.pairs.x_b[:M], teacher_features[:M]
+    for method in config.methods:
+      if method in DISTILL_METHODS:
+        objectives[_name(method, M)] = functools.partial(
+            lambda method, x_b, teacher, p: distillation_loss(
+                config, method, encoder(config).apply(p['encoder'], x_b), teacher),
+            method, x_b, teacher)
+      elif method == 'target_ssl':
+        views = tuple(v[:M] for v in data.target_views)
+        objectives[_name(method, M)] = functools.partial(ssl_loss, config, views=views)
+  if 'target_only' in config.methods:
+    x, y, masks = data.labelled.x_b, data.labelled.y, label_masks(config)
+    objectives['target_only'] = lambda p: _per_m(
+        lambda q, w: training.cross_entropy(_target_only_logits(config, q, x), y, w), p, masks)
+  return objectives
+
+
+def _target_only_logits(config, params, x):
+  return linear(config.num_classes).apply(params['classifier'],
+                                          features(config, params['tower'], x))
+
+
+def train_targets(config, key, data: SettingData, teacher_features):
+  """Stage 3 in one fused loop: (params by model name, final loss by model name)."""
+  objectives = target_objectives(config, data, teacher_features)
+  k_tower, k_classifier = jax.random.split(key)
+  tower = tower_init(config, k_tower, data.pairs.x_b)  # shared by every target model
+  student = {'encoder': tower['encoder']}  # students have no projection head
+  classifier = init_params(linear(config.num_classes), k_classifier,
+                    jnp.zeros((1, config.feature_dim)))
+  init = {}
+  for name in objectives:
+    method = _method(name)
+    init[name] = (_replicate({'tower': student, 'classifier': classifier},
+                             len(config.m_labelled)) if method == 'target_only' else
+                  tower if method == 'target_ssl' else student)
+  total = lambda params: sum(jnp.sum(objectives[n](params[n])) for n in objectives)
+  params, _ = training.fit(total, init, optimizer(config.learning_rate), config.distill_steps)
+  return params, {n: objectives[n](params[n]) for n in objectives}
+
+
+def train_heads(config, key, data: SettingData, source_params, target_params):
+  """Stage 4 in one fused loop: linear probes stacked over m ('probe_<method>_M<M>' on φ_B of
+  the labelled x_B; 'source_probe' on φ_A of the labelled x_A) and domain classifiers
+  ('domain_<method>_M<M>': φ_A(x_A) against φ_B(x_B) on the held-out domain pairs)."""
+  k_probe, k_domain = jax.random.split(key)
+  probe, domain = linear(config.num_classes), domain_classifier(config)
+  zeros = jnp.zeros((1, config.feature_dim))
+  probes_init = _replicate(init_params(probe, k_probe, zeros), len(config.m_labelled))
+  domain_init = init_params(domain, k_domain, zeros)
+  lab, dom, masks = data.labelled, data.domain, label_masks(config)
+  phi_a = functools.partial(features, config, source_params)
+
+  def probe_loss(x):
+    return lambda p: _per_m(
+        lambda q, w: training.cross_entropy(probe.apply(q, x), lab.y, w), p, masks)
+
+  objectives = {'source_probe': probe_loss(phi_a(lab.x_a))}
+  for M in config.num_pairs:
+    for method in config.methods:
+      if method not in PROBED:
+        continue
+      phi_b = functools.partial(features, config, target_params[_name(method, M)])
+      objectives[_name('probe', method, M)] = probe_loss(phi_b(lab.x_b))
+      if method in DISTILL_METHODS:
+        x = jnp.concatenate([phi_a(dom.x_a), phi_b(dom.x_b)])
+        is_b = jnp.repeat(jnp.arange(2), dom.x_a.shape[0])
+        objectives[_name('domain', method, M)] = functools.partial(
+            lambda x, is_b, p: training.cross_entropy(domain.apply(p, x), is_b), x, is_b)
+  init = {n: domain_init if n.startswith('domain') else probes_init for n in objectives}
+  total = lambda params: sum(jnp.sum(objectives[n](params[n])) for n in objectives)
+  params, _ = training.fit(total, init, optimizer(config.probe_learning_rate),
+                           config.probe_steps)
+  return params
+
+
+def _weight_norm(params):
+  return jnp.sqrt(sum(jnp.sum(w ** 2) for w in jax.tree.leaves(params)))
+
+
+def _error(logits, y, weights=None):
+  return training.weighted_mean((jnp.argmax(logits, -1) != y).astype(jnp.float32), weights)
+
+
+def measure(config, data: SettingData, target_params, target_losses, head_params, phi_a_test,
+            epsilon):
+  """Per (M, m, method) metrics; every leaf has leading dims [len(M), len(m), len(methods)].
+
+  Errors are on the coupled test pairs. NaN by definition: the C3 quantities and the TV
+  estimate (`DISTILL_ONLY`) for the baselines, whose predictor has no meaning on φ_A; the C4
+  inputs (`PROBE_ONLY`) for target-only, whose features were trained on the same m labels (the
+  Rademacher bound of a fixed feature map does not apply).
+  """
+  test, lab, masks = data.test, data.labelled, label_masks(config)
+  n_m = len(config.m_labelled)
+  probe, domain = linear(config.num_classes), domain_classifier(config)
+  nan = jnp.full((n_m,), jnp.nan, jnp.float32)
+  per_m = lambda v: jnp.broadcast_to(jnp.asarray(v, jnp.float32), (n_m,))
+  source_probe_err = jax.vmap(lambda g: _error(probe.apply(g, phi_a_test), test.y))(
+      head_params['source_probe'])
+  shared = {
+      'bayes_floor': bounds.exact_tv_latent_bayes_floor(epsilon, float(config.num_classes)),
+      'broken_fraction': jnp.mean(test.broken.astype(jnp.float32)),
+      'num_classes': config.num_classes, 'margin_rho': config.margin_rho,
+      'confidence_delta': config.delta, 'n_test': config.n_test,
+  }
+  shared = {k: per_m(v) for k, v in shared.items()} | {'source_probe_err': source_probe_err}
+
+  def probed(method, M):
+    phi_b = functools.partial(features, config, target_params[_name(method, M)])
+    test_b, lab_b = phi_b(test.x_b), phi_b(lab.x_b)
+    augmented = jnp.concatenate([lab_b, jnp.ones((lab_b.shape[0], 1))], -1)
+
+    def one(g, w):
+      lab_logits = probe.apply(g, lab_b)
+      pred_b = jnp.argmax(probe.apply(g, test_b), -1)
+      norm = _weight_norm(g)  # Λ of [W; b]: the bias is folded in by the constant-1 feature
+      out = {'target_err': jnp.mean((pred_b != test.y).astype(jnp.float32)),
+             'probe_train_err': _error(lab_logits, lab.y, w),
+             'probe_margin_risk': bounds.empirical_margin_risk(lab_logits, lab.y,
+                                                               config.margin_rho, mask=w),
+             'probe_weight_norm': norm,
+             'rademacher': bounds.rademacher_linear_closed_form(augmented, norm, mask=w)}
+      if method in DISTILL_METHODS:
+        pred_a = jnp.argmax(probe.apply(g, phi_a_test), -1)
+        stats = bounds.coupled_pair_statistics(test.y, pred_a, pred_b, test.broken)
+        out |= {k: stats[k] for k in ('source_err', 'pair_disagreement', 'clean_disagreement')}
+      return out
+
+    out = jax.vmap(one)(head_params[_name('probe', method, M)], masks)
+    if method in DISTILL_METHODS:
+      clean = ~test.broken
+      cosine = jnp.sum(phi_a_test * test_b, -1)
+      x = jnp.concatenate([phi_a_test, test_b])
+      is_b = jnp.repeat(jnp.arange(2), test_b.shape[0])
+      acc = 1.0 - _error(domain.apply(head_params[_name('domain', method, M)], x), is_b)
+      out |= {'clean_cosine': per_m(jnp.sum(jnp.where(clean, cosine, 0.0))
+                                    / jnp.maximum(jnp.sum(clean), 1)),
+              'domain_acc': per_m(acc),
+              'tv_estimate': per_m(divergences.classifier_tv_estimate(acc))}
+    return out | {'train_loss': per_m(target_losses[_name(method, M)])}
+
+  def target_only():
+    params = target_params['target_only']
+    return {'target_err': jax.vmap(
+                lambda q: _error(_target_only_logits(config, q, test.x_b), test.y))(params),
+            'probe_train_err': jax.vmap(
+                lambda q, w: _error(_target_only_logits(config, q, lab.x_b), lab.y, w))(
+                    params, masks),
+            'train_loss': target_losses['target_only']}
+
+  grid = []
+  for M in config.num_pairs:
+    cells = []
+    for method in config.methods:
+      cell = {k: nan for k in DISTILL_ONLY + PROBE_ONLY} | shared
+      cells.append(cell | (target_only() if method == 'target_only' else probed(method, M)))
+    grid.append(jax.tree.map(lambda *leaves: jnp.stack(leaves, -1), *cells))  # [n_m, methods]
+  return jax.tree.map(lambda *leaves: jnp.stack(leaves), *grid)  # [n_M, n_m, methods]
+
+
+def run_setting(config, maps: Maps, key, epsilon):
+  """One setting end to end: (metrics, trained params)."""
+  k_data, k_source, k_target, k_heads = jax.random.split(key, 4)
+  data = draw(config, maps, k_data, epsilon)
+  source_params = pretrain_source(config, k_source, data.source_views)
+  teacher_features = jax.lax.stop_gradient(features(config, source_params, data.pairs.x_a))
+  target_params, target_losses = train_targets(config, k_target, data, teacher_features)
+  head_params = train_heads(config, k_heads, data, source_params, target_params)
+  metrics = measure(config, data, target_params, target_losses, head_params,
+                    features(config, source_params, data.test.x_a), epsilon)
+  return metrics, {'source': source_params, 'target': target_params, 'heads': head_params}
