@@ -14,10 +14,12 @@ import resource
 import sys
 import time
 
-import jax
+os.environ.setdefault('XDISTILL_CACHE_DIR', '')  # cold: no persistent compilation cache
+from xdistill_jax import cli  # noqa: E402
 
-jax.config.update('jax_num_cpu_devices', max(2, os.cpu_count() or 1))
+cli.configure_jax()  # the CLI's XLA settings: a device per core, O1 on CPU-only installs
 
+import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from xdistill_jax.experiments import ntdh_overlap  # noqa: E402
@@ -73,7 +75,8 @@ def main(argv=None):
   grid = Grid(ntdh_overlap.axes(config))
   width = min(execute.default_vmap_width(), max(1, grid.size // 4))
   print(f'machine: {os.cpu_count()} cores, jax {jax.__version__}, backend '
-        f'{jax.default_backend()}, {jax.device_count()} device(s), vmap width {width}')
+        f'{jax.default_backend()}, {jax.device_count()} device(s), vmap width {width}, '
+        f'XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}')
 
   out, compile_s, run_s = sweep(config, grid, width)
   sweep_s = compile_s + run_s

@@ -1,6 +1,12 @@
 """Shared fixtures: tiny configs that exercise every code path in seconds."""
 
+import os
+import tempfile
+
 import pytest
+
+# The CLI's persistent compilation cache, private to this test session (subprocesses inherit).
+os.environ.setdefault('XDISTILL_CACHE_DIR', tempfile.mkdtemp(prefix='xdistill_test_cache_'))
 
 from xdistill_jax.experiments import ntdh_overlap
 

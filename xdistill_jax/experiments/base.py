@@ -36,7 +36,7 @@ def common_config(experiment: str) -> ml_collections.ConfigDict:
   config.sweep = ml_collections.ConfigDict()
   config.sweep.chunk_size = 0  # settings per compiled chunk; 0 = from the memory budget
   config.sweep.memory_budget_gb = 2.0
-  config.sweep.vmap_width = -1  # settings vmapped per device group; -1 = 16 (CPU) / 512
+  config.sweep.vmap_width = -1  # settings vmapped per device group; -1 = 8 (CPU) / 512
   config.sweep.progress = True
   config.sweep.save_params = ()  # setting indices whose trained parameters are saved
   return config

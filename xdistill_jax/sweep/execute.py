@@ -66,13 +66,13 @@ def _compile(setting_fn, sweep_key, example_settings, chunk_size, sharding, vmap
 
 
 def default_vmap_width() -> int:
-  """Settings vmapped together per device: 16 on a CPU (cache-sized), 512 on accelerators.
+  """Settings vmapped together per device: 8 on a CPU (cache-sized), 512 on accelerators.
 
   A fixed width makes results bit-identical whatever the chunk size and device count: every
   group of settings runs through the same batched program. Other widths change results at
   float-rounding level only (batched reductions may sum in another order).
   """
-  return 16 if jax.default_backend() == 'cpu' else 512
+  return 8 if jax.default_backend() == 'cpu' else 512
 
 
 def _bytes(compiled) -> float:
