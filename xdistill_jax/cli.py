@@ -62,6 +62,9 @@ def configure_jax() -> None:
     Results never depend on the device count: keys come from setting indices, and every count
     of two or more compiles the same partitioned per-device program (a single device compiles
     an unpartitioned one, whose reductions may round differently in the last bit).
+  - No intra-op (Eigen) threads on the CPU: parallelism comes from the devices, and with
+    several CPU devices jaxlib's batched LAPACK kernels (Cholesky, triangular solves) can
+    deadlock waiting for a shared intra-op pool that the devices' own work occupies.
   - On CPU-only installs, LLVM optimisation level 1: sweeps are dominated by compiling many
     small kernels, and O1 compiles them ~35% faster with no slower steps (BENCHMARKS.md).
   - A persistent compilation cache (~/.cache/xdistill_jax, or $XDISTILL_CACHE_DIR; set it to
@@ -75,8 +78,12 @@ def configure_jax() -> None:
     jax.config.update('jax_num_cpu_devices', max(2, os.cpu_count() or 1))
   accelerator = any(importlib.util.find_spec(name) for name in (
       'jax_cuda12_plugin', 'jax_cuda13_plugin', 'jax_rocm60_plugin', 'libtpu'))
+  extra = []
+  if 'xla_cpu_multi_thread_eigen' not in flags_set:
+    extra.append('--xla_cpu_multi_thread_eigen=false')
   if not accelerator and 'xla_backend_optimization_level' not in flags_set:
-    os.environ['XLA_FLAGS'] = f'{flags_set} --xla_backend_optimization_level=1'.strip()
+    extra.append('--xla_backend_optimization_level=1')
+  os.environ['XLA_FLAGS'] = ' '.join([flags_set] + extra).strip()
   cache = os.environ.get('XDISTILL_CACHE_DIR',
                          os.path.join(os.path.expanduser('~'), '.cache', 'xdistill_jax'))
   if cache and 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
