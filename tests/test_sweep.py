@@ -250,27 +250,3 @@ def test_a_bound_added_from_the_config_reaches_results_summary_and_figures(
   finally:
     bound_registry.unregister('twice_teacher_err')
 
-
-_BATCHED_LAPACK = '''
-from xdistill_jax import cli
-cli.configure_jax()
-import jax, jax.numpy as jnp, numpy as np
-from jax.sharding import Mesh, PartitionSpec as P
-mesh = Mesh(np.array(jax.devices()), ('s',))
-def solve(a):
-  c = jnp.linalg.cholesky(a @ jnp.swapaxes(a, -1, -2) + 3 * jnp.eye(a.shape[-1]))
-  return jax.scipy.linalg.solve_triangular(c, jnp.ones(a.shape[:-1]), lower=True).sum(-1)
-x = jax.random.normal(jax.random.key(0), (2 * jax.device_count(), 4, 6, 6))
-f = jax.jit(jax.shard_map(jax.vmap(solve), mesh=mesh, in_specs=P('s'), out_specs=P('s')))
-print(jax.device_count(), np.isfinite(np.asarray(f(x))).all())
-'''
-
-
-def test_cli_settings_avoid_the_batched_lapack_deadlock_on_several_cpu_devices():
-  # jaxlib's batched LAPACK kernels wait on the intra-op pool that several CPU devices'
-  # work occupies; the CLI's XLA settings must keep such programs from hanging.
-  result = subprocess.run([sys.executable, '-c', _BATCHED_LAPACK], capture_output=True,
-                          text=True, timeout=120, cwd=ROOT)
-  assert result.returncode == 0, result.stderr
-  devices, finite = result.stdout.split()
-  assert int(devices) >= 2 and finite == 'True'
