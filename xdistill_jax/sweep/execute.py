@@ -17,6 +17,8 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
 AXIS = 'settings'
+# Largest automatic chunk: bounds the work lost to an interruption and keeps progress moving.
+MAX_AUTO_CHUNK = 4096
 
 
 @dataclasses.dataclass
@@ -88,7 +90,8 @@ def make_runner(setting_fn, sweep_key, example_settings: dict[str, np.ndarray],
                 memory_budget_bytes: float = 2 * 2**30, vmap_width: int = -1) -> ChunkRunner:
   """Compiles `setting_fn` for a chunk size that fits the memory budget.
 
-  With `chunk_size = 0` the whole sweep is tried first; if the compiled program's memory
+  With `chunk_size = 0` the whole sweep (at most `MAX_AUTO_CHUNK` settings) is tried first;
+  if the compiled program's memory
   (arguments + outputs + temporaries, from XLA's memory analysis) exceeds the budget, the size
   is scaled down linearly from that measurement and compiled once more. Chunk sizes are
   rounded up to a multiple of (device count × vmap width). `vmap_width` < 0 means
@@ -103,7 +106,7 @@ def make_runner(setting_fn, sweep_key, example_settings: dict[str, np.ndarray],
   # group body then serves every chunk size and device count, bit for bit.
   unit = len(devices) * max(vmap_width, 1)
   round_up = lambda c: max(-(-max(c, 1) // unit), 2 if vmap_width else 1) * unit
-  size = round_up(chunk_size or num_settings)
+  size = round_up(chunk_size or min(num_settings, MAX_AUTO_CHUNK))
   compiled = _compile(setting_fn, sweep_key, example_settings, size, sharding, vmap_width)
   if not chunk_size:
     used = _bytes(compiled)
