@@ -1,7 +1,6 @@
 """Column tables (`dict[str, np.ndarray]`, one 1-D array per column) and their CSV files."""
 
 import csv
-import io
 import os
 import pathlib
 
@@ -32,23 +31,26 @@ def atomic_write_text(path: pathlib.Path, text: str) -> None:
 
 
 def write_csv(path, table: Table) -> None:
-  """Writes `table` as CSV (atomically), full float precision."""
-  buffer = io.StringIO()
-  writer = csv.writer(buffer, lineterminator='\n')
+  """Writes `table` as CSV (atomically, row by row: memory stays flat), full float precision."""
+  path = pathlib.Path(path)
+  tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
   names = list(table)
-  writer.writerow(names)
-  columns = [_formatted(table[name]) for name in names]
-  writer.writerows(zip(*columns))
-  atomic_write_text(path, buffer.getvalue())
+  formats = [_formatter(np.asarray(table[name])) for name in names]
+  columns = [np.asarray(table[name]) for name in names]
+  with open(tmp, 'w', newline='') as f:
+    writer = csv.writer(f, lineterminator='\n')
+    writer.writerow(names)
+    for i in range(len(columns[0]) if columns else 0):
+      writer.writerow([fmt(column[i]) for fmt, column in zip(formats, columns)])
+  os.replace(tmp, path)
 
 
-def _formatted(column: np.ndarray) -> list[str]:
-  column = np.asarray(column)
+def _formatter(column: np.ndarray):
   if column.dtype == bool:
-    return [str(int(v)) for v in column]
+    return lambda v: str(int(v))
   if column.dtype.kind in 'iuUS':
-    return [str(v) for v in column]
-  return [repr(float(v)) for v in column]
+    return str
+  return lambda v: repr(float(v))
 
 
 def read_csv(path) -> Table:
