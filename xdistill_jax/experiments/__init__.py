@@ -7,6 +7,12 @@ from xdistill_jax.experiments.base import Experiment
 
 _MODULES = {
     'ntdh_overlap': 'xdistill_jax.experiments.ntdh_overlap',
+    'ntdh_samples': 'xdistill_jax.experiments.ntdh_samples',
+    'ntdh_kclass': 'xdistill_jax.experiments.ntdh_kclass',
+    'ntdh_table1': 'xdistill_jax.experiments.ntdh_table1',
+    'ntdh_feature_mask': 'xdistill_jax.experiments.ntdh_feature_mask',
+    'cmcd': 'xdistill_jax.experiments.cmcd',
+    'digits_overlap': 'xdistill_jax.experiments.digits_overlap',
 }
 
 

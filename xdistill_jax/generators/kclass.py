@@ -150,6 +150,40 @@ def num_train(num_examples: int, train_fraction: float) -> int:
   return int(round(num_examples * train_fraction))
 
 
+def cholesky(a):
+  """Lower Cholesky factor of symmetric positive definite [..., d, d], in plain XLA ops.
+
+  A column loop (`lax.fori_loop`) instead of `jnp.linalg.cholesky`: on a 2-core CPU the
+  LAPACK custom call's batch parallelism (`ParallelBatchMap` on XLA's intra-op pool)
+  deadlocks when two such calls run concurrently inside one program (observed with jaxlib
+  0.10 on this project's 2-core machines: every pool thread waits in `BlockingCounter`).
+  """
+  d = a.shape[-1]
+  cols = jnp.arange(d)
+
+  def column(j, factor):
+    v = a[..., :, j] - jnp.einsum('...ik,...k->...i', factor, factor[..., j, :])
+    pivot = jnp.sqrt(jnp.maximum(jnp.take(v, j, axis=-1), 1e-30))
+    col = jnp.where(cols >= j, v / pivot[..., None], 0.0)
+    return jnp.where(cols == j, col[..., :, None], factor)
+
+  return jax.lax.fori_loop(0, d, column, jnp.zeros_like(a))
+
+
+def lower_inverse(factor):
+  """Inverse of a lower-triangular [..., d, d] matrix by forward substitution (plain XLA)."""
+  d = factor.shape[-1]
+  rows = jnp.arange(d)
+  eye = jnp.broadcast_to(jnp.eye(d, dtype=factor.dtype), factor.shape)
+
+  def row(i, inv):
+    r = (eye[..., i, :] - jnp.einsum('...k,...kn->...n', factor[..., i, :], inv))
+    r = r / jnp.take(jnp.diagonal(factor, axis1=-2, axis2=-1), i, axis=-1)[..., None]
+    return jnp.where(rows[:, None] == i, r[..., None, :], inv)
+
+  return jax.lax.fori_loop(0, d, row, jnp.zeros_like(factor))
+
+
 def bayes_floor(key, clusters: Clusters, observed, num_samples: int, flip_y=0.01):
   """(N3, Monte Carlo) Bayes error of a modality observing the features in `observed`.
 
@@ -175,7 +209,8 @@ def bayes_floor(key, clusters: Clusters, observed, num_samples: int, flip_y=0.01
   seen = observed.astype(jnp.float32)
   cov = jnp.einsum('kdi,kdj->kij', clusters.mixing, clusters.mixing)
   cov = cov * seen[:, None] * seen[None, :] + jnp.diag(1.0 - seen)
-  chol = jnp.linalg.cholesky(cov)  # [K, d, d]
+  chol = cholesky(cov)  # [K, d, d]; plain XLA ops, see `cholesky`
+  whiten = lower_inverse(chol)
   log_det = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), -1)
   means = clusters.centroids * seen
 
@@ -187,8 +222,8 @@ def bayes_floor(key, clusters: Clusters, observed, num_samples: int, flip_y=0.01
 
   def bayes_rule(x):
     diff = x[None] - means[:, None]  # [K, n, d]
-    white = jax.scipy.linalg.solve_triangular(chol, jnp.swapaxes(diff, -1, -2), lower=True)
-    log_density = -0.5 * jnp.sum(white ** 2, -2) - 0.5 * log_det[:, None]  # [K, n]
+    white = jnp.einsum('kij,knj->kni', whiten, diff)
+    log_density = -0.5 * jnp.sum(white ** 2, -1) - 0.5 * log_det[:, None]  # [K, n]
     return jnp.argmax(log_density, 0)
 
   return bounds.monte_carlo_bayes_floor(key, sample_fn, bayes_rule, num_samples)

@@ -1,0 +1,87 @@
+"""Protocol S generator (`generators.kclass`): balance, shapes, standardisation, columns."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from xdistill_jax.generators import kclass
+
+N, K, D, DIM, S, T = 4000, 4, 50, 50, 20, 20
+
+
+def _data(flip_y=0.0, seed=0, n=N):
+  return kclass.make_classification(jax.random.key(seed), n, K, D, flip_y=flip_y)
+
+
+def test_shapes_balance_and_standardisation():
+  x, y, clusters = _data()
+  x, y = np.asarray(x), np.asarray(y)
+  assert x.shape == (N, D) and y.shape == (N,) and y.dtype == np.int32
+  assert clusters.centroids.shape == (K, D) and clusters.mixing.shape == (K, D, D)
+  np.testing.assert_array_equal(np.bincount(y, minlength=K), [N // K] * K)  # no flips: exact
+  np.testing.assert_allclose(x.mean(0), 0.0, atol=1e-4)
+  np.testing.assert_allclose(x.std(0), 1.0, atol=1e-4)
+  # Centroids are hypercube vertices ±class_sep; every class is its own cluster.
+  np.testing.assert_array_equal(np.abs(np.asarray(clusters.centroids)), 1.0)
+  means = np.stack([x[y == k].mean(0) for k in range(K)])
+  assert np.min(np.linalg.norm(means[:, None] - means[None], axis=-1)[~np.eye(K, dtype=bool)]) > 1
+
+
+def test_label_flips_keep_classes_nearly_balanced():
+  _, y, _ = _data(flip_y=0.2, n=20000)
+  counts = np.bincount(np.asarray(y), minlength=K)
+  np.testing.assert_allclose(counts / 20000, 1 / K, atol=0.015)
+
+
+@pytest.mark.parametrize('overlap', [20, 15, 10, 5, 0])
+def test_decisive_columns_are_where_protocol_s_puts_them(overlap):
+  key = jax.random.key(3)
+  train, test, _ = kclass.sample(key, jnp.int32(overlap), 1000, K, D, DIM, S, T)
+  assert train.x_a.shape == (600, DIM) and test.x_a.shape == (400, DIM)
+  k_data, _ = jax.random.split(key)
+  features = np.asarray(kclass.make_classification(k_data, 1000, K, D).x)
+  x_a = np.concatenate([train.x_a, test.x_a])
+  x_b = np.concatenate([train.x_b, test.x_b])
+  teacher = set(range(S - overlap, S + T - overlap))
+  for j in range(DIM):
+    assert np.array_equal(x_b[:, j], features[:, j]) == (j < S), (overlap, j)
+    assert np.array_equal(x_a[:, j], features[:, j]) == (j in teacher), (overlap, j)
+  shared = np.flatnonzero(np.asarray(kclass.shared_columns(overlap, DIM, S, T)))
+  np.testing.assert_array_equal(shared, np.arange(S - overlap, S))
+  # The noise columns are independent N(0, 1).
+  noise = x_a[:, [j for j in range(DIM) if j not in teacher]]
+  assert abs(noise.mean()) < 0.05 and abs(noise.std() - 1) < 0.05
+
+
+def test_one_compiled_program_covers_every_overlap():
+  traces = []
+
+  @jax.jit
+  def columns(overlap):
+    traces.append(1)
+    return kclass.teacher_columns(overlap, DIM, S, T)
+
+  for overlap in (20, 15, 10, 5, 0):
+    cols = np.flatnonzero(np.asarray(columns(jnp.int32(overlap))))
+    np.testing.assert_array_equal(cols, np.arange(S - overlap, S + T - overlap))
+  assert len(traces) == 1
+
+
+def test_bayes_floor_monte_carlo():
+  clusters = _data().clusters
+  floor = jax.jit(kclass.bayes_floor, static_argnums=3)
+  nothing, se0 = floor(jax.random.key(1), clusters, jnp.zeros(D, bool), 4000, 0.0)
+  assert abs(float(nothing) - (1 - 1 / K)) < 3 * float(se0) + 1e-3  # always guesses class 0
+  half, _ = floor(jax.random.key(1), clusters, jnp.arange(D) < S, 4000, 0.0)
+  full, _ = floor(jax.random.key(1), clusters, jnp.ones(D, bool), 4000, 0.0)
+  assert float(full) <= float(half) < float(nothing)
+
+
+def test_plain_xla_cholesky_and_inverse_match_lapack():
+  a = jax.random.normal(jax.random.key(4), (3, 12, 12))
+  spd = jnp.einsum('kij,kil->kjl', a, a) + 0.1 * jnp.eye(12)
+  factor = kclass.cholesky(spd)
+  np.testing.assert_allclose(factor, np.linalg.cholesky(np.asarray(spd)), rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(kclass.lower_inverse(factor) @ factor,
+                             np.broadcast_to(np.eye(12), (3, 12, 12)), atol=1e-4)
