@@ -58,10 +58,13 @@ def overlap_figure(summary, path, title, x='gamma', xlabel='γ = o / (D − o)')
   ax.set(ylabel='nats (test set, T = 1)', title='teacher–KD-student divergence')
   ax.legend(fontsize=8)
   ax = axes[1, 1]
-  band(ax, summary, x, 'cmd_inputs', 'CMD₅ raw inputs x_a vs x_b')
-  band(ax, summary, x, 'cmd_outputs', 'CMD₅ softmax outputs')
-  ax.set(ylabel='central moment discrepancy', title='domain gap (training set)')
-  ax.legend(fontsize=8)
+  band(ax, summary, x, 'cmd_inputs', 'CMD₅ raw inputs x_a vs x_b (left axis)', color='C0')
+  ax.set(ylabel='CMD₅ of the raw inputs', title='domain gap (training set)')
+  outputs = ax.twinx()  # the outputs' CMD is two orders of magnitude smaller
+  band(outputs, summary, x, 'cmd_outputs', 'CMD₅ softmax outputs (right axis)', color='C1')
+  outputs.set_ylabel('CMD₅ of the softmax outputs')
+  lines = ax.get_legend_handles_labels(), outputs.get_legend_handles_labels()
+  ax.legend(lines[0][0] + lines[1][0], lines[0][1] + lines[1][1], fontsize=8)
   for ax in axes.flat:
     ax.set_xlabel(xlabel)
     ax.grid(alpha=0.3)
