@@ -174,7 +174,9 @@ def finalize(workdir, config=None) -> dict:
   # Diverged rows count in no statistic, but their groups stay (with count 0).
   masked = {k: np.where(diverged, np.nan, v) if k not in experiment.group_by
             and v.dtype.kind == 'f' else v for k, v in table.items()}
-  summary = tables.summarize(masked, experiment.group_by, exclude=('index', 'diverged'))
+  axes = set(grid.axes) | set(experiment.inner_axes(config) if experiment.inner_axes else ())
+  summary = tables.summarize(masked, experiment.group_by,
+                             exclude={'index', 'diverged'} | axes)
   tables.write_csv(workdir / 'summary.csv', summary)
   report = {'settings': int(grid.size), 'finished': int(len(index)),
             'diverged': int(diverged.sum()), 'bounds': bound_summary}
