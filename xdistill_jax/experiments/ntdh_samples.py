@@ -2,7 +2,9 @@
 
 The sample size is a vmapped axis: every setting draws `max(sample_sizes)` training rows and
 trains on the first n of them through 0/1 example weights, so all n share one compiled
-program (`ntdh_overlap.train_weights`). Figures plot error and the registered bounds against n
+program (`ntdh_overlap.train_weights`). The key ignores n, so a seed's training sets are
+nested and its test set, hyperplane and initialisations are shared across n (a paired
+learning curve). Figures plot error and the registered bounds against n
 on log-log axes, with the O(n^-1/2) and O(n^-1) reference slopes of theory.md N5.
 """
 
@@ -68,4 +70,5 @@ def make_figures(table, summary, config, workdir):
 EXPERIMENT = base.Experiment(
     name='ntdh_samples', fields=FIELDS, validate=validate, axes=axes,
     make_setting_fn=make_setting_fn, group_by=('n', 'overlap'), figures=make_figures,
-    derived=derived, nan_ok=ntdh_overlap.EXPERIMENT.nan_ok)
+    derived=derived, nan_ok=ntdh_overlap.EXPERIMENT.nan_ok,
+    key_axes=('overlap', 'seed'))  # every n of a seed sees the same draw: nested samples
