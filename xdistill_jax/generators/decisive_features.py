@@ -64,8 +64,3 @@ def sample(key, overlap, n: int, num_decisive: int, dim: int,
   x_a = jnp.where(teacher_columns(overlap, dim, num_decisive, student_decisive), decisive, noise_a)
   x_b = jnp.where(student_columns(dim, student_decisive), decisive, noise_b)
   return hyperplane, PairedSample(x_a, x_b, y)
-
-
-def observed_decisive(columns: jax.Array, num_decisive: int) -> jax.Array:
-  """The decisive coordinates a modality observes, as a [D] mask (for the Bayes floor)."""
-  return columns[:num_decisive]
