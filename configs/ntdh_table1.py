@@ -9,11 +9,14 @@ baseline train once and the nine students train in one fused loop (1000 full-bat
 Writes results.csv / summary.csv (one row per setting × method), table1.csv, table1.md
 (Δ mean ± std per method × overlap, best per column in bold), ntdh_table1_divergence.png
 (Δ against the measured divergence with Spearman ρ; effect of ω) and
-ntdh_table1_bounds.png. About a minute on an idle 2-core CPU.
+ntdh_table1_bounds.png. Measured: 1 min 50 s on the project's shared 2-core CPU (13 s of it
+compiling; protocol G alone, configs/ntdh_overlap.py, took 6 s in the same session).
 
 Protocol S: 5 overlaps × 20 seeds, MLP 50 → 16 → 16 → 4 on 6000 examples: much heavier
-(tens of minutes on 2 CPU cores; seconds per setting on a GPU). Smaller:
---config.S.runs=3, fewer methods: --config.methods="('kl','kl_omega','dkd','dkd_omega')".
+(10 seeds took 14.5 min on the shared 2-core CPU). Smaller: --config.S.runs=3; fewer
+methods: --config.methods="('kl','kl_omega','dkd','dkd_omega')". The relational terms see a
+fixed 256-example subset per setting on S (--config.S.relational_batch), RKD a 48-example
+minibatch on both protocols (--config.G.rkd_angle_rows=0 for exact full-batch RKD).
 """
 
 from xdistill_jax.experiments import ntdh_table1
