@@ -335,12 +335,9 @@ def _overlap_figure(summary, methods, path):
   axes[1].axhline(0, color='k', lw=0.8)
   axes[1].set(ylabel='Δ = KD − baseline (accuracy points)', title='KD gain per method')
   axes[2].set(ylabel='mean NCKD (nats, test set, T = 1)', title='non-target divergence')
-  for ax in axes:
-    ax.set_xlabel('overlap o (shared pixel columns)')
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-  fig.suptitle('Digits: teacher sees one band of columns, student another')
-  return figures.save(fig, path)
+  return figures.finish(fig, axes, path,
+                        'Digits: teacher sees one band of columns, student another',
+                        xlabel='overlap o (shared pixel columns)')
 
 
 def _delta_vs_divergence_figure(table, summary, methods, corr, path):

@@ -283,12 +283,9 @@ def make_figures(table, summary, config, workdir):
   axes[0].set(ylabel='test accuracy', title=f'teacher retrained on k = {config.keep} columns')
   axes[1].set(ylabel='test accuracy', title='KD student of the masked teacher')
   axes[2].set(ylabel='fraction of kept columns truly shared', title='precision of the kept set')
-  for ax in axes:
-    ax.set_xlabel('γ = o / t')
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-  fig.suptitle('NTDH feature mask guided by the non-target divergence (protocol S)')
-  path = figures.save(fig, workdir / 'ntdh_feature_mask.png')
+  path = figures.finish(
+      fig, axes, workdir / 'ntdh_feature_mask.png',
+      'NTDH feature mask guided by the non-target divergence (protocol S)', xlabel='γ = o / t')
   lines = ['# NTDH feature mask (protocol S): mean ± std over seeds', '',
            '| mode | o | teacher acc. | KD acc. | Δ (KD − baseline) | Δ_mask (KD − unmasked KD) '
            '| precision (shared) |', '|---|---|---|---|---|---|---|']

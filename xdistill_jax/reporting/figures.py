@@ -33,6 +33,17 @@ def save(fig, path) -> str:
   return str(path)
 
 
+def finish(fig, axes, path, title, xlabel=None) -> str:
+  """Shared x label, grid and legend on every panel, a title, then `save`."""
+  for ax in np.ravel(axes):
+    if xlabel:
+      ax.set_xlabel(xlabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+  fig.suptitle(title)
+  return save(fig, path)
+
+
 def overlap_figure(summary, path, title, x='gamma', xlabel='γ = o / (D − o)'):
   """Accuracies with Bayes ceilings, Δ, divergences and CMD_5 against the overlap ratio."""
   fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
