@@ -22,30 +22,14 @@ cli.configure_jax()  # the CLI's XLA settings: a device per core, O1 on CPU-only
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+import engine_timing  # noqa: E402  (benchmarks/)
+
 from xdistill_jax.experiments import ntdh_overlap  # noqa: E402
-from xdistill_jax.sweep import execute  # noqa: E402
 from xdistill_jax.sweep.grid import Grid  # noqa: E402
 
 
 def _now():
   return time.perf_counter()
-
-
-def sweep(config, grid, width):
-  """The engine's path: compile for the chunk, run it, fetch the metrics."""
-  start = _now()
-  runner = execute.make_runner(ntdh_overlap.make_setting_fn(config), jax.random.key(config.seed),
-                               grid.traced_settings(np.arange(1)), grid.size, vmap_width=width)
-  compiled = _now()
-  index = np.arange(grid.size)
-  out = {}
-  for b in range(0, grid.size, runner.chunk_size):
-    part = runner(grid.key_index(index[b:b + runner.chunk_size]),
-                  grid.traced_settings(index[b:b + runner.chunk_size]))
-    for k, v in part.items():
-      out.setdefault(k, []).append(v)
-  done = _now()
-  return {k: np.concatenate(v) for k, v in out.items()}, compiled - start, done - compiled
 
 
 def one_at_a_time(config, grid, count):
@@ -73,12 +57,13 @@ def main(argv=None):
   config = ntdh_overlap.default_config()
   config.runs = args.runs
   grid = Grid(ntdh_overlap.axes(config))
-  width = min(execute.default_vmap_width(), max(1, grid.size // 4))
+  width = engine_timing.default_width(grid)
   print(f'machine: {os.cpu_count()} cores, jax {jax.__version__}, backend '
         f'{jax.default_backend()}, {jax.device_count()} device(s), vmap width {width}, '
         f'XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}')
 
-  out, compile_s, run_s = sweep(config, grid, width)
+  out, compile_s, run_s = engine_timing.sweep(ntdh_overlap.make_setting_fn(config), config.seed,
+                                              grid, width)
   sweep_s = compile_s + run_s
   print(f'vmapped sweep: {grid.size} settings in {sweep_s:.2f} s '
         f'(compile {compile_s:.2f} s, run {run_s:.2f} s, {grid.size / run_s:.0f} settings/s)')

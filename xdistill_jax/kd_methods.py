@@ -1,4 +1,4 @@
-"""The KD methods of NTDH Table 1 as student objectives, and their fused training.
+"""The KD methods of NTDH Table 1 as student objectives, and their training.
 
 One place for both synthetic protocols (G: linear 25 → 2; S: MLP 50 → 16 → 16 → 4). Every
 objective is ``ce_weight · CE(z_s, y) + term``, with the distillation terms (ntdh.md,
@@ -52,9 +52,10 @@ Design choices (each documented where it is implemented):
   n = 6000 examples: an n × n matrix per step and setting is out of reach on a CPU); CE
   and the logit terms always use the whole batch.
 
-Every term only reads its own student's parameters (and its own heads), so summing all
-methods' objectives over a dict of parameters trains them in one loop exactly as apart
-(`training.fit`).
+* The teacher-side constants of RKD, PKT and SP (`teacher_target`) are computed once per
+  setting, outside the training loop.
+
+Each method's student trains in its own loop (`fit_students`).
 """
 
 import dataclasses
@@ -200,80 +201,124 @@ def _angle_cosines(rows, a: int):
   return sum(b[:, :, None] * c[:, None, :] for b, c in zip(e_b, e_c))
 
 
-def rkd(student, teacher, distance_weight=25.0, angle_weight=50.0, sample: int = 0):
+def rkd_target(teacher, sample: int):
+  """The teacher side of `rkd` on a row sample: its normalised distances and angle cosines."""
+  return _normalized_distances(teacher), _angle_cosines(teacher, sample)
+
+
+def rkd(student, teacher, distance_weight=25.0, angle_weight=50.0, sample: int = 0,
+        target=None):
   """`losses.rkd`, or RKD on a structured sample of rows.
 
   With `sample = 0` this is `losses.rkd` (all n² pairs, all n³ triplets). With `sample = a`,
   `student`/`teacher` are [3a, d] rows stacked as A, B, C (see `draw_relation`): the distance
   term runs over all (3a)² pairs of these rows — RKD on a minibatch of 3a examples, as RKD is
   used in practice — and the angle term over the a³ triplets A × B × C (anchors in A). Same Huber
-  (δ = 1), normalisations and eps guards as `losses.rkd`.
+  (δ = 1), normalisations and eps guards as `losses.rkd`. `target` = `rkd_target(teacher,
+  sample)` computed beforehand (teacher unused then).
   """
   if not sample:
     return losses.rkd(student, teacher, distance_weight, angle_weight)
-  distance = optax.losses.huber_loss(_normalized_distances(student),
-                                     _normalized_distances(teacher))
-  angle = optax.losses.huber_loss(_angle_cosines(student, sample),
-                                  _angle_cosines(teacher, sample))
+  t_distances, t_angles = rkd_target(teacher, sample) if target is None else target
+  distance = optax.losses.huber_loss(_normalized_distances(student), t_distances)
+  angle = optax.losses.huber_loss(_angle_cosines(student, sample), t_angles)
   return distance_weight * jnp.mean(distance) + angle_weight * jnp.mean(angle)
 
 
-def sp(student, teacher):
+def _gram_row_sq(x):
+  """‖G_i‖² of the Gram matrix G = X Xᵀ, as x_iᵀ (XᵀX) x_i (O(n d²))."""
+  return jnp.sum((x @ (x.T @ x)) * x, -1)
+
+
+def _inv_norm(sq):
+  return jax.lax.rsqrt(jnp.maximum(sq, 1e-16))  # 1 / max(‖·‖, 1e-8), as `losses`
+
+
+def sp_target(teacher):
+  """The teacher side of `sp`: (T, the rows t_i/max(‖G^t_i‖, ε), Σ_i ‖G̃^t_i‖²)."""
+  b2 = _gram_row_sq(teacher)
+  ib = _inv_norm(b2)
+  return teacher, teacher * ib[:, None], jnp.sum(b2 * ib ** 2)
+
+
+def sp(student, teacher, target=None):
   """`losses.sp` in O(n d²) instead of O(n² d): the same value, exactly.
 
   With G = X Xᵀ, ‖G_i‖² = x_iᵀ (XᵀX) x_i and Σ_j G^s_ij G^t_ij = s_iᵀ (SᵀT) t_i, so
   ‖G̃_s − G̃_t‖²_F = Σ_i [‖G^s_i‖²/max(‖G^s_i‖, ε)² + ‖G^t_i‖²/max(‖G^t_i‖, ε)²
   − 2 s_iᵀ(SᵀT)t_i / (max(‖G^s_i‖, ε) max(‖G^t_i‖, ε))] (ε = 1e-8 as in `losses`).
+  `target` = `sp_target(teacher)` computed beforehand (teacher unused then).
   """
+  t, t_scaled, t_part = sp_target(teacher) if target is None else target
   n = student.shape[0]
-  row_sq = lambda x: jnp.sum((x @ (x.T @ x)) * x, -1)
-  inv = lambda sq: jax.lax.rsqrt(jnp.maximum(sq, 1e-16))
-  a2, b2 = row_sq(student), row_sq(teacher)
-  cross = jnp.sum((student @ (student.T @ teacher)) * teacher, -1)
-  ia, ib = inv(a2), inv(b2)
-  return jnp.sum(a2 * ia ** 2 + b2 * ib ** 2 - 2.0 * cross * ia * ib) / n ** 2
+  a2 = _gram_row_sq(student)
+  ia = _inv_norm(a2)
+  cross = jnp.sum((student @ (student.T @ t)) * t_scaled, -1)
+  return (jnp.sum(a2 * ia ** 2 - 2.0 * cross * ia) + t_part) / n ** 2
 
 
 def crd(student_embeddings, teacher_embeddings, temperature=0.07):
-  """`losses.crd` per anchor with one exponential pass over the n × n similarities.
+  """`losses.crd` per anchor with one exponential pass over the n × n similarities."""
+  return _crd_from_cosines(
+      _outer_dot(_unit(student_embeddings), _unit(teacher_embeddings)), temperature)
 
-  Both InfoNCE directions share C = cos(e_s,i, e_t,j)/τ; since C ≤ 1/τ, exp(C − 1/τ) never
-  overflows, and its row and column sums give both log-partition functions:
-  ℓ_i = ½[(log Σ_j e^{C_ij − 1/τ} + 1/τ − C_ii) + (log Σ_j e^{C_ji − 1/τ} + 1/τ − C_ii)].
-  (Underflow needs C_ij − 1/τ < −87, impossible for τ > 1/43.)
+
+def _crd_from_cosines(cosines, temperature):
+  """Per-anchor symmetric InfoNCE from the [n, n] cosines C_ij = cos(e_s,i, e_t,j).
+
+  Both directions share C/τ; since C ≤ 1, exp(C/τ − 1/τ) never overflows, and its row and
+  column sums give both log-partition functions:
+  ℓ_i = ½[(log Σ_j e^{(C_ij − 1)/τ} + (1 − C_ii)/τ) + (log Σ_j e^{(C_ji − 1)/τ} + (1 − C_ii)/τ)].
+  (Underflow needs (C_ij − 1)/τ < −87, impossible for τ > 1/43.)
   """
   inv_t = 1.0 / temperature
-  c = _outer_dot(_unit(student_embeddings), _unit(teacher_embeddings)) * inv_t
+  c = cosines * inv_t
   e = jnp.exp(c - inv_t)
-  diagonal = jnp.diagonal(c)
-  return 0.5 * (jnp.log(jnp.sum(e, 1)) + jnp.log(jnp.sum(e, 0))) + inv_t - diagonal
+  return 0.5 * (jnp.log(jnp.sum(e, 1)) + jnp.log(jnp.sum(e, 0))) + inv_t - jnp.diagonal(c)
 
 
-def pkt(student, teacher, eps=1e-7):
+def _pkt_kernel(x):
+  """K_ij = (1 + x̂_i·x̂_j)/2 and its row sums r_i = (n + x̂_i·Σ_j x̂_j)/2 (O(n d))."""
+  u = _unit(x)
+  return (1.0 + _outer_dot(u, u)) / 2.0, (x.shape[0] + u @ jnp.sum(u, 0)) / 2.0
+
+
+def pkt_target(teacher, eps=1e-7):
+  """The teacher side of `pkt`: p [n, n], Σ_j p_ij log(p_ij + ε) and Σ_j p_ij per row."""
+  k_t, r_t = _pkt_kernel(teacher)
+  p = k_t / r_t[:, None]
+  return p, jnp.sum(p * jnp.log(p + eps), -1), jnp.sum(p, -1)
+
+
+def pkt(student, teacher, eps=1e-7, target=None):
   """`losses.pkt` per anchor, with the kernel's row sums in O(n d).
 
-  K_ij = (1 + x̂_i·x̂_j)/2 has row sums r_i = (n + x̂_i·Σ_j x̂_j)/2, and
-  log(q_ij + ε) = log(K_ij + ε r_i) − log r_i, so q is never materialised.
+  log(q_ij + ε) = log(K_ij + ε r_i) − log r_i, so q is never materialised. `target` =
+  `pkt_target(teacher, eps)` computed beforehand (teacher unused then).
   """
-  n = student.shape[0]
-
-  def parts(x):
-    u = _unit(x)
-    kernel = (1.0 + _outer_dot(u, u)) / 2.0
-    rows = (n + u @ jnp.sum(u, 0)) / 2.0
-    return kernel, rows
-
-  k_t, r_t = parts(teacher)
-  p = k_t / r_t[:, None]
-  k_s, r_s = parts(student)
-  log_q = jnp.log(k_s + eps * r_s[:, None]) - jnp.log(r_s)[:, None]
-  return jnp.sum(p * (jnp.log(p + eps) - log_q), -1)
+  p, p_log_p, p_sum = pkt_target(teacher, eps) if target is None else target
+  k_s, r_s = _pkt_kernel(student)
+  return p_log_p - jnp.sum(p * jnp.log(k_s + eps * r_s[:, None]), -1) + p_sum * jnp.log(r_s)
 
 
 # --------------------------------------------------------------------------------------------
 # Objectives.
 # --------------------------------------------------------------------------------------------
-def _own_term(method: str, hyper: Hyper, zs, zt, labels, heads, relational, angle):
+def teacher_target(method: str, teacher_rows, sample: int = 0):
+  """The teacher-side constants of RKD (on a row sample), PKT and SP; None for the others.
+
+  Computed once before a training loop (`method_loss`): XLA does not hoist them out of it.
+  """
+  if method == 'rkd' and sample:
+    return rkd_target(teacher_rows, sample)
+  if method == 'pkt':
+    return pkt_target(teacher_rows)
+  if method == 'sp':
+    return sp_target(teacher_rows)
+  return None
+
+
+def _own_term(method: str, hyper: Hyper, zs, zt, labels, heads, relational, angle, target):
   """The distillation term without its plain KL part (see `PLAIN_KL`)."""
   h = hyper
   if method == 'kl':
@@ -290,23 +335,21 @@ def _own_term(method: str, hyper: Hyper, zs, zt, labels, heads, relational, angl
     return h.kd_weight * jnp.mean(losses.fitnet(_dense(heads['regressor'], zs), zt))
   if method not in RELATIONAL:
     raise ValueError(f'unknown KD method {method!r}; allowed: {", ".join(METHODS)}')
-  rs, rt = (zs, zt) if relational is None else (relational[0],
-                                                 jax.lax.stop_gradient(relational[1]))
+  view = angle if method == 'rkd' and angle is not None else relational
+  rs, rt = (zs, zt) if view is None else (view[0], jax.lax.stop_gradient(view[1]))
   if method == 'crd':
     return h.crd_weight * jnp.mean(crd(_dense(heads['embed_s'], rs),
                                        _dense(heads['embed_t'], rt), h.crd_temperature))
   if method == 'rkd':
-    if angle is not None:  # RKD on its structured row sample
-      rs, rt = angle[0], jax.lax.stop_gradient(angle[1])
     return h.kd_weight * rkd(rs, rt, h.rkd_distance_weight, h.rkd_angle_weight,
-                             0 if angle is None else angle[0].shape[0] // 3)
+                             0 if angle is None else angle[0].shape[0] // 3, target)
   if method == 'pkt':
-    return h.kd_weight * jnp.sum(pkt(rs, rt)) / rs.shape[0] ** 2
-  return h.kd_weight * sp(rs, rt)  # sp
+    return h.kd_weight * jnp.sum(pkt(rs, rt, target=target)) / rs.shape[0] ** 2
+  return h.kd_weight * sp(rs, rt, target)  # sp
 
 
 def distillation_term(method: str, hyper: Hyper, student_logits, teacher_logits, labels,
-                      heads=None, relational=None, angle=None):
+                      heads=None, relational=None, angle=None, target=None):
   """The method's distillation term (scalar, weights included, CE excluded).
 
   Args:
@@ -320,9 +363,11 @@ def distillation_term(method: str, hyper: Hyper, student_logits, teacher_logits,
       RKD, PKT, SP) see instead of the whole batch.
     angle: optional (student rows, teacher rows) [3a, K]: RKD's row sample A; B; C (see
       `rkd`); None = exact RKD on the relational rows.
+    target: optional `teacher_target` of the teacher rows the term sees (saves recomputing
+      it at every training step).
   """
   zt = jax.lax.stop_gradient(teacher_logits)
-  term = _own_term(method, hyper, student_logits, zt, labels, heads, relational, angle)
+  term = _own_term(method, hyper, student_logits, zt, labels, heads, relational, angle, target)
   if method in PLAIN_KL:
     term = term + hyper.kd_weight * jnp.mean(losses.kd(student_logits, zt, hyper.temperature))
   return term
@@ -340,11 +385,11 @@ def cross_entropy(logits, labels):
 
 
 def objective(method: str, hyper: Hyper, student_logits, teacher_logits, labels, heads=None,
-              relational=None, angle=None):
+              relational=None, angle=None, target=None):
   """ce_weight · CE(z_s, y) + the method's distillation term (see `distillation_term`)."""
   return (hyper.ce_weight * cross_entropy(student_logits, labels)
           + distillation_term(method, hyper, student_logits, teacher_logits, labels, heads,
-                              relational, angle))
+                              relational, angle, target))
 
 
 # --------------------------------------------------------------------------------------------
@@ -369,50 +414,39 @@ def init_students(methods, key, student_init, num_classes: int, hyper: Hyper) ->
           for m in methods}
 
 
-def fused_loss(methods, hyper: Hyper, apply_fn, x, teacher_logits, labels,
-               relation: Relation = Relation()):
-  """params -> Σ_m objective(m) over every method's student (the loss of `fit_students`).
+def method_loss(method: str, hyper: Hyper, apply_fn, x, teacher_logits, labels,
+                relation: Relation = Relation()):
+  """params -> `objective(method)` of one student ({'model', 'heads'}): its training loss.
 
-  The rows the relational terms see (`relation`) are gathered from the inputs once, here,
-  outside the training loop; inside it every student runs one batched forward pass over
-  [x; x[subset]; x[angle_rows]] (no gathers or scatters per step), and CE and the plain KL
-  parts are computed for all methods at once (fewer, larger kernels per step).
+  The rows the method's relational term sees (`relation`: RKD's sample, else the subset) and
+  their `teacher_target` are computed once, here, outside the training loop; inside it the
+  student runs one forward pass over [x; x[rows]] (no gathers or scatters per step).
   """
   teacher_logits = jax.lax.stop_gradient(teacher_logits)
   n = x.shape[0]
-  with_subset = any(m in RELATIONAL for m in methods) and relation.subset is not None
-  with_angle = 'rkd' in methods and relation.angle_rows is not None
-  blocks = [(x, teacher_logits)]
-  if with_subset:
-    blocks.append((x[relation.subset], teacher_logits[relation.subset]))
-  if with_angle:
-    blocks.append((x[relation.angle_rows], teacher_logits[relation.angle_rows]))
-  bounds = np.cumsum([0] + [b.shape[0] for b, _ in blocks])
-  inputs = jnp.concatenate([b for b, _ in blocks]) if len(blocks) > 1 else x
-  with_kl = [i for i, m in enumerate(methods) if m in PLAIN_KL]
+  rkd_sample = method == 'rkd' and relation.angle_rows is not None
+  rows = relation.angle_rows if rkd_sample else (
+      relation.subset if method in RELATIONAL else None)
+  inputs = x if rows is None else jnp.concatenate([x, x[rows]])
+  view_teacher = teacher_logits if rows is None else teacher_logits[rows]
+  target = teacher_target(method, view_teacher, rows.shape[0] // 3 if rkd_sample else 0)
 
   def loss(params):
-    logits = student_logits(apply_fn, params, methods, inputs)  # [M, rows, K]
-    full = logits[:, :n]
-    total = hyper.ce_weight * jnp.sum(jax.vmap(cross_entropy, (0, None))(full, labels))
-    if with_kl:
-      kl = losses.kd(jnp.stack([full[i] for i in with_kl]), teacher_logits[None],
-                     hyper.temperature)
-      total = total + hyper.kd_weight * jnp.sum(jnp.mean(kl, -1))
-    for i, m in enumerate(methods):
-      views = [(logits[i, bounds[j]:bounds[j + 1]], blocks[j][1]) for j in range(len(blocks))]
-      relational = views[1] if with_subset else None
-      angle = views[-1] if (m == 'rkd' and with_angle) else None
-      total = total + _own_term(m, hyper, full[i], teacher_logits, labels, params[m]['heads'],
-                                relational, angle)
-    return total
+    logits = apply_fn(params['model'], inputs)
+    view = None if rows is None else (logits[n:], view_teacher)
+    return objective(method, hyper, logits[:n], teacher_logits, labels, params['heads'],
+                     None if rkd_sample else view, view if rkd_sample else None, target)
 
   return loss
 
 
 def fit_students(methods, hyper: Hyper, apply_fn, params: dict, x, teacher_logits, labels,
                  optimizer, steps: int, relation: Relation = Relation()):
-  """Trains every method's student in ONE `training.fit` loop (summed, separable losses).
+  """Trains every method's student, each in its own `training.fit` loop.
+
+  The loops sit side by side in one compiled program. One loop over the summed (separable)
+  objectives of all methods gives the same students but ran 2× slower on XLA:CPU (its body's
+  method-stacked forward pass vectorises worse; BENCHMARKS.md).
 
   Args:
     methods: method names (static).
@@ -422,16 +456,16 @@ def fit_students(methods, hyper: Hyper, apply_fn, params: dict, x, teacher_logit
     x: [n, d] student inputs (shared by every method).
     teacher_logits: [n, K] frozen teacher logits on the paired teacher inputs.
     labels: [n].
-    optimizer: optax transformation (applied to the whole dict; SGD is per-leaf).
+    optimizer: optax transformation.
     steps: full-batch steps.
     relation: `draw_relation` output.
 
   Returns:
     The trained params dict.
   """
-  loss = fused_loss(methods, hyper, apply_fn, x, teacher_logits, labels, relation)
-  trained, _ = training.fit(loss, params, optimizer, steps)
-  return trained
+  return {m: training.fit(method_loss(m, hyper, apply_fn, x, teacher_logits, labels, relation),
+                          params[m], optimizer, steps)[0]
+          for m in methods}
 
 
 def omega_statistics(teacher_logits, student_logits, labels, threshold=0.996) -> dict:

@@ -72,7 +72,7 @@ class Experiment:
     figures: (table, summary, config, workdir) -> list of written figure paths.
     params_fn: optional config -> fn(key, setting) -> trained params, for `sweep.save_params`.
     inner_axes: optional config -> {axis: values} computed together inside one setting (e.g.
-      every KD method trained in one fused loop on a shared teacher); the setting fn then
+      every KD method trained on a shared teacher); the setting fn then
       returns every metric with leading dimensions of these axes' lengths, and each
       combination becomes its own results row.
   """

@@ -3,8 +3,8 @@
 One setting = (overlap o, seed) of protocol G (`config.protocol = 'G'`, linear 25 → 2) or S
 ('S', MLP 50 → 16 → 16 → 4). The teacher and the baseline student train once (one loop);
 then the students of ALL selected methods (`config.methods`, see `kd_methods.METHODS`) train
-in ONE fused `training.fit` over a dict of parameters, each starting from the baseline's
-initial parameters (so Δ = KD − baseline measures each method's term alone, and methods are
+in the same compiled program, each in its own loop (`kd_methods.fit_students`) and each
+starting from the baseline's initial parameters (so Δ = KD − baseline measures each method's term alone, and methods are
 compared on the same data, teacher and initialisation). The method is an inner axis: every
 metric comes out with a leading method dimension and each method becomes its own row.
 
@@ -171,7 +171,7 @@ def _setup_s(pc, key, overlap):
 
 
 def _train(config, key, setting):
-  """(params, data): teacher and baseline, then every method's student in one fused loop."""
+  """(params, data): teacher and baseline, then every method's student."""
   pc, methods = _pc(config), tuple(config.methods)
   setup = _setup_g if config.protocol == 'G' else _setup_s
   net, num_classes, train, test, teacher_init, student_init, extra = setup(

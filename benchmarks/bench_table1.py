@@ -1,0 +1,121 @@
+"""NTDH Table 1 on protocol G: the whole table end to end, and where its time goes.
+
+  python benchmarks/bench_table1.py [--runs=100] [--subset-runs=16] [--skip-cli]
+
+1. `xdistill run --config=configs/ntdh_table1.py` (9 methods × 6 overlaps × `runs` seeds) in a
+   fresh process with the compilation cache off: the wall time a user waits, with its peak
+   resident memory.
+2. Side by side on a subset (6 overlaps × `subset-runs` seeds, through the engine): the
+   library's training (each method's student in its own loop, `kd_methods.fit_students`)
+   against one loop over the summed objectives of all methods; the students must agree.
+3. The run time each method adds to the teacher + baseline + KL setting (same subset).
+"""
+
+import argparse
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault('XDISTILL_CACHE_DIR', '')  # cold: no persistent compilation cache
+from xdistill_jax import cli  # noqa: E402
+
+cli.configure_jax()
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+import engine_timing  # noqa: E402  (benchmarks/)
+from xdistill_jax import kd_methods  # noqa: E402
+from xdistill_jax import training  # noqa: E402
+from xdistill_jax.experiments import ntdh_table1  # noqa: E402
+from xdistill_jax.sweep.grid import Grid  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def end_to_end(runs):
+  """Wall seconds and peak RSS (GiB) of `xdistill run` for the whole table, cold."""
+  with tempfile.TemporaryDirectory() as workdir:
+    args = [sys.executable, '-m', 'xdistill_jax.cli', 'run', '--config=configs/ntdh_table1.py',
+            f'--workdir={workdir}', f'--config.G.runs={runs}', '--config.sweep.progress=False']
+    start = time.perf_counter()
+    process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True,
+                               env=os.environ | {'XDISTILL_CACHE_DIR': ''})
+    stderr = process.stderr.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - start
+    if status:
+      raise RuntimeError(stderr)
+    table = (pathlib.Path(workdir) / 'table1.md').read_text()
+  return elapsed, usage.ru_maxrss / 2**20, table
+
+
+def fit_in_one_loop(methods, hyper, apply_fn, params, x, teacher_logits, labels, optimizer,
+                    steps, relation=kd_methods.Relation()):
+  """The alternative to `kd_methods.fit_students`: one loop over Σ_m (method m's loss)."""
+  parts = {m: kd_methods.method_loss(m, hyper, apply_fn, x, teacher_logits, labels, relation)
+           for m in methods}
+  loss = lambda p: sum(parts[m](p[m]) for m in methods)
+  return training.fit(loss, params, optimizer, steps)[0]
+
+
+def timed(config, grid, fit=None):
+  """Engine sweep of Table 1 with `fit` as the students' trainer (None: the library's)."""
+  library = kd_methods.fit_students
+  if fit is not None:
+    kd_methods.fit_students = fit
+  try:
+    return engine_timing.sweep(ntdh_table1.make_setting_fn(config), config.seed, grid)
+  finally:
+    kd_methods.fit_students = library
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--runs', type=int, default=100)
+  parser.add_argument('--subset-runs', type=int, default=16)
+  parser.add_argument('--skip-cli', action='store_true', help='skip part 1')
+  args = parser.parse_args(argv)
+  print(f'machine: {os.cpu_count()} cores, jax {jax.__version__}, backend '
+        f'{jax.default_backend()}, {jax.device_count()} device(s)')
+
+  if not args.skip_cli:
+    wall, peak, table = end_to_end(args.runs)
+    settings = 6 * args.runs
+    print(f'1. xdistill run, whole Table 1 ({len(kd_methods.METHODS)} methods × {settings} '
+          f'settings, cold): {wall:.1f} s wall, peak resident memory {peak:.2f} GiB')
+    print('\n'.join('   ' + line for line in table.splitlines()[4:15]))
+
+  config = ntdh_table1.default_config('G')
+  config.G.runs = args.subset_runs
+  grid = Grid(ntdh_table1.axes(config))
+  apart, compile_a, run_a = timed(config, grid)
+  together, compile_t, run_t = timed(config, grid, fit_in_one_loop)
+  print(f'2. {grid.size} settings × {len(config.methods)} methods, through the engine:\n'
+        f'   a loop per method (library): compile {compile_a:.2f} s, run {run_a:.2f} s\n'
+        f'   one loop over the summed objectives: compile {compile_t:.2f} s, run {run_t:.2f} s\n'
+        f'   ratio one loop / a loop per method (run): {run_t / run_a:.2f}x')
+  # RKD's training is chaotic (rounding differences grow over 1000 steps): compare the rest.
+  steady = np.asarray([m != 'rkd' for m in config.methods])
+  worst = np.max(np.abs(apart['kd_acc'][:, steady] - together['kd_acc'][:, steady]))
+  print(f'   max |Δ accuracy| between the two, methods other than RKD: {worst:.4f}')
+
+  print(f'3. run time each method adds to teacher + baseline + KL ({grid.size} settings):')
+  config.methods = ('kl',)
+  _, _, base = timed(config, grid)
+  print(f'   teacher + baseline + KL: {base:.2f} s ({1e6 * base / grid.size / 1000:.1f} µs per '
+        'setting and step)')
+  for m in kd_methods.METHODS[1:]:
+    config.methods = ('kl', m)
+    _, _, run = timed(config, grid)
+    print(f'   + {kd_methods.LABELS[m]:7s} {run - base:+6.2f} s '
+          f'({1e6 * (run - base) / grid.size / 1000:+.1f} µs per setting and step)')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
