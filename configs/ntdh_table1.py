@@ -5,12 +5,12 @@
   (equivalently --config.protocol=S)
 
 Protocol G (default): 6 overlaps × 100 seeds = 600 settings; per setting the teacher and the
-baseline train once and the nine students train in one fused loop (1000 full-batch steps).
+baseline train once, then the nine students (a loop of 1000 full-batch steps each).
 Writes results.csv / summary.csv (one row per setting × method), table1.csv, table1.md
 (Δ mean ± std per method × overlap, best per column in bold), ntdh_table1_divergence.png
 (Δ against the measured divergence with Spearman ρ; effect of ω) and
-ntdh_table1_bounds.png. Measured: 1 min 50 s on the project's shared 2-core CPU (13 s of it
-compiling; protocol G alone, configs/ntdh_overlap.py, took 6 s in the same session).
+ntdh_table1_bounds.png. Measured: 47 s end to end on a 2-core CPU, cold (~7 s of it
+compiling; benchmarks/bench_table1.py).
 
 Protocol S: 5 overlaps × 20 seeds, MLP 50 → 16 → 16 → 4 on 6000 examples: much heavier
 (10 seeds took 14.5 min on the shared 2-core CPU). Smaller: --config.S.runs=3; fewer
