@@ -63,7 +63,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from xdistill_jax import losses
@@ -258,23 +257,18 @@ def sp(student, teacher, target=None):
 
 
 def crd(student_embeddings, teacher_embeddings, temperature=0.07):
-  """`losses.crd` per anchor with one exponential pass over the n × n similarities."""
-  return _crd_from_cosines(
-      _outer_dot(_unit(student_embeddings), _unit(teacher_embeddings)), temperature)
+  """`losses.crd` per anchor with one exponential pass over the n × n similarities.
 
-
-def _crd_from_cosines(cosines, temperature):
-  """Per-anchor symmetric InfoNCE from the [n, n] cosines C_ij = cos(e_s,i, e_t,j).
-
-  Both directions share C/τ; since C ≤ 1, exp(C/τ − 1/τ) never overflows, and its row and
-  column sums give both log-partition functions:
-  ℓ_i = ½[(log Σ_j e^{(C_ij − 1)/τ} + (1 − C_ii)/τ) + (log Σ_j e^{(C_ji − 1)/τ} + (1 − C_ii)/τ)].
-  (Underflow needs (C_ij − 1)/τ < −87, impossible for τ > 1/43.)
+  Both InfoNCE directions share C = cos(e_s,i, e_t,j)/τ; since C ≤ 1/τ, exp(C − 1/τ) never
+  overflows, and its row and column sums give both log-partition functions:
+  ℓ_i = ½[(log Σ_j e^{C_ij − 1/τ} + 1/τ − C_ii) + (log Σ_j e^{C_ji − 1/τ} + 1/τ − C_ii)].
+  (Underflow needs C_ij − 1/τ < −87, impossible for τ > 1/43.)
   """
   inv_t = 1.0 / temperature
-  c = cosines * inv_t
+  c = _outer_dot(_unit(student_embeddings), _unit(teacher_embeddings)) * inv_t
   e = jnp.exp(c - inv_t)
-  return 0.5 * (jnp.log(jnp.sum(e, 1)) + jnp.log(jnp.sum(e, 0))) + inv_t - jnp.diagonal(c)
+  diagonal = jnp.diagonal(c)
+  return 0.5 * (jnp.log(jnp.sum(e, 1)) + jnp.log(jnp.sum(e, 0))) + inv_t - diagonal
 
 
 def _pkt_kernel(x):
@@ -307,7 +301,8 @@ def pkt(student, teacher, eps=1e-7, target=None):
 def teacher_target(method: str, teacher_rows, sample: int = 0):
   """The teacher-side constants of RKD (on a row sample), PKT and SP; None for the others.
 
-  Computed once before a training loop (`method_loss`): XLA does not hoist them out of it.
+  Computed once, before the training loop (`method_loss`), so the loop body does not
+  recompute them at every step.
   """
   if method == 'rkd' and sample:
     return rkd_target(teacher_rows, sample)
@@ -444,9 +439,10 @@ def fit_students(methods, hyper: Hyper, apply_fn, params: dict, x, teacher_logit
                  optimizer, steps: int, relation: Relation = Relation()):
   """Trains every method's student, each in its own `training.fit` loop.
 
-  The loops sit side by side in one compiled program. One loop over the summed (separable)
-  objectives of all methods gives the same students but ran 2× slower on XLA:CPU (its body's
-  method-stacked forward pass vectorises worse; BENCHMARKS.md).
+  The loops sit side by side in one compiled program, and a student's result does not depend
+  on which other methods train. (A single loop whose forward pass ran every student at once on
+  method-stacked parameters was 2× slower on XLA:CPU: stacking turns the narrow layers'
+  matrix–vector products into slow few-column products; BENCHMARKS.md.)
 
   Args:
     methods: method names (static).

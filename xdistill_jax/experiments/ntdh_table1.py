@@ -4,8 +4,8 @@ One setting = (overlap o, seed) of protocol G (`config.protocol = 'G'`, linear 2
 ('S', MLP 50 → 16 → 16 → 4). The teacher and the baseline student train once (one loop);
 then the students of ALL selected methods (`config.methods`, see `kd_methods.METHODS`) train
 in the same compiled program, each in its own loop (`kd_methods.fit_students`) and each
-starting from the baseline's initial parameters (so Δ = KD − baseline measures each method's term alone, and methods are
-compared on the same data, teacher and initialisation). The method is an inner axis: every
+starting from the baseline's initial parameters (so Δ = KD − baseline measures each method's
+term alone, and methods are compared on the same data, teacher and initialisation). The method is an inner axis: every
 metric comes out with a leading method dimension and each method becomes its own row.
 
 Protocol G reuses the key layout of `ntdh_overlap`, so the 'kl' rows reproduce that
