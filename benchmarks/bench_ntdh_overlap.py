@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 
 import engine_timing  # noqa: E402  (benchmarks/)
 
+from xdistill_jax import config_files  # noqa: E402
 from xdistill_jax.experiments import ntdh_overlap  # noqa: E402
 from xdistill_jax.sweep.grid import Grid  # noqa: E402
 
@@ -54,7 +55,7 @@ def main(argv=None):
   parser.add_argument('--loop-settings', type=int, default=0,
                       help='settings for the one-at-a-time loop (default: all)')
   args = parser.parse_args(argv)
-  config = ntdh_overlap.default_config()
+  config = config_files.load('ntdh_overlap')
   config.runs = args.runs
   grid = Grid(ntdh_overlap.axes(config))
   width = engine_timing.default_width(grid)

@@ -35,6 +35,7 @@ import optax  # noqa: E402
 import engine_timing  # noqa: E402  (benchmarks/)
 from xdistill_jax import kd_methods  # noqa: E402
 from xdistill_jax import training  # noqa: E402
+from xdistill_jax import config_files  # noqa: E402
 from xdistill_jax.experiments import ntdh_table1  # noqa: E402
 from xdistill_jax.generators import decisive_features  # noqa: E402
 from xdistill_jax.models import MLP  # noqa: E402
@@ -130,7 +131,7 @@ def main(argv=None):
           f'settings, cold): {wall:.1f} s wall, peak resident memory {peak:.2f} GiB')
     print('\n'.join('   ' + line for line in table.splitlines()[4:15]))
 
-  config = ntdh_table1.default_config('G')
+  config = config_files.load('ntdh_table1', 'G')
   config.G.runs = args.subset_runs
   grid = Grid(ntdh_table1.axes(config))
   apart, compile_a, run_a = timed(config, grid)

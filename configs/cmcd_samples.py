@@ -15,11 +15,11 @@ cmcd_tv_estimate.png and cmcd_bounds_<method>.png (bounds against m at M = 256).
 --config.epsilons='(0.4,)'.
 """
 
-from xdistill_jax.experiments import cmcd
+from xdistill_jax import config_files
 
 
 def get_config():
-  config = cmcd.default_config()
+  config = config_files.sibling(__file__, 'cmcd_tv').get_config()
   config.epsilons = (0.2,)
   config.runs = 20
   config.num_pairs = (32, 64, 128, 256)

@@ -1,4 +1,4 @@
-"""CMCD ε sweep: target error of every method against the exact modality gap (cmcd.md).
+"""CMCD ε sweep (docs/protocols.md §C): target error of every method against the exact gap ε.
 
   xdistill run --config=configs/cmcd_tv.py --workdir=runs/cmcd_tv
 
@@ -19,8 +19,47 @@ the regime where distillation can help. Smaller: --config.runs=3; other gaps:
 --config.epsilons='(0.0,0.3)'.
 """
 
-from xdistill_jax.experiments import cmcd
+from xdistill_jax.experiments import base
 
 
 def get_config():
-  return cmcd.default_config()
+  config = base.common_config('cmcd')
+  config.epsilons = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)  # exact TV between the modalities
+  config.runs = 10  # seeds
+  # CMD, CMC, CMC B → A, L2 (distillation, then a linear probe); target-only; target SSL + probe
+  config.methods = ('cmd', 'cmc', 'cmc_b2a', 'l2', 'target_only', 'target_ssl')
+  config.num_pairs = (256,)  # M: unlabelled pairs for distillation (and for target SSL)
+  config.m_labelled = (16,)  # m: labelled target examples for the probes / target-only
+  # Generator (docs/protocols.md §C): y ~ U{K}, z = s·e_y + r·u, u uniform in the unit ball
+  # of R^d.
+  config.latent_dim = 8
+  config.num_classes = 8
+  config.class_separation = 2.0  # s; supports are disjoint iff s·√2 > 2r
+  config.latent_radius = 1.0  # r
+  config.obs_dim_a = 16  # D_A: source observations ψ([z, flag] W_A + b_A)
+  config.obs_dim_b = 12  # D_B: target observations, a different map and dimension
+  config.map_seed = 0  # the observation maps are fixed per sweep, from this seed
+  config.aug_sigma = 0.3  # views f(z + σ_aug η)
+  config.n_pretrain = 256  # unlabelled source examples for InfoNCE pre-training
+  config.n_domain = 256  # held-out pairs per side to train the domain classifiers
+  config.n_test = 1000  # coupled test pairs (errors, C3 statistics, domain accuracy)
+  # Models: ReLU MLP encoders width × depth → feature_dim (L2-normalised), SSL head → proj_dim.
+  config.width = 32
+  config.depth = 2
+  config.feature_dim = 16
+  config.proj_dim = 16
+  config.domain_width = 0  # domain classifier: 0 = logistic regression, else a hidden layer
+  # Optimisation: full-batch Adam.
+  config.learning_rate = 3e-3  # encoders (pre-training, distillation, SSL, target-only)
+  config.probe_learning_rate = 1e-2  # linear probes and domain classifiers
+  config.pretrain_steps = 300
+  config.distill_steps = 300
+  config.probe_steps = 300
+  config.infonce_temperature = 0.1
+  config.cmc_temperature = 0.1
+  config.cmd_teacher_temperature = 0.05  # τ_A < τ_B (SEED-style)
+  config.cmd_student_temperature = 0.2
+  config.margin_rho = 1.0  # logit margin ρ of the probe's margin risk (C4)
+  # Execution only: groups of 7 settings divide 70 on 1 or 2 devices (no padded settings).
+  config.sweep.vmap_width = 7
+  return config

@@ -14,8 +14,19 @@ ntdh_feature_mask.png. 8 min 45 s on the project's shared 2-core CPU (11 MLP tra
 Authors' parity: --config.divergence=nt_js_reversed.
 """
 
-from xdistill_jax.experiments import ntdh_feature_mask
+from xdistill_jax import config_files
+from xdistill_jax.experiments import base
 
 
 def get_config():
-  return ntdh_feature_mask.default_config()
+  config = base.common_config('ntdh_feature_mask')
+  config.update(config_files.sibling(__file__, 'ntdh_kclass').protocol_s())
+  config.runs = 10
+  config.keep = 5  # k teacher columns kept (at most the smallest positive overlap, 5)
+  config.tag_repeats = 10  # permutations per column; a column's tag is their mean divergence
+  config.divergence = 'nckd'  # joint-training term and tag: nckd, nt_js or nt_js_reversed
+  config.joint_momentum = 0.9  # SGD momentum of the joint teacher–student training
+  config.modes = ('highest', 'lowest', 'random')  # which k columns are kept (tags)
+  config.ce_weight = 1.0  # final distillation: ce_weight · CE + kd_weight · KL (T = 1)
+  config.kd_weight = 1.0
+  return config

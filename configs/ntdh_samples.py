@@ -9,8 +9,14 @@ margin bounds against n on log-log axes, with the N5 reference slopes). About 2â
 a 2-core CPU. Smaller: --config.sample_sizes='(50,500,5000)' --config.runs=4.
 """
 
-from xdistill_jax.experiments import ntdh_samples
+from xdistill_jax import config_files
 
 
 def get_config():
-  return ntdh_samples.default_config()
+  config = config_files.sibling(__file__, 'ntdh_overlap').get_config()  # protocol G
+  config.experiment = 'ntdh_samples'
+  del config['n_train']  # the sample size is the axis `sample_sizes`
+  config.sample_sizes = (50, 100, 200, 500, 1000, 2000, 5000, 10000)  # n (nested per seed)
+  config.overlaps = (0, 10)
+  config.runs = 10
+  return config

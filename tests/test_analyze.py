@@ -95,19 +95,65 @@ def test_omega_counts_and_masked_non_target_divergence(tmp_path):
       om['nckd_all'] - om['nckd_omega_positive'])
 
 
-def test_generalization_bounds_with_sizes_and_norms(tmp_path):
-  teacher, labels = _logits(5, k=2)
+def _margin_bound_by_hand(risk, n, k, rho, lam, frob, delta):
+  j = 1
+  while 2.0**j < lam:
+    j += 1
+  c_k = 2.0 if k == 2 else 4.0 * k
+  delta_j = delta / (j * (j + 1))
+  return risk + c_k * 2.0**j / rho * frob / n + 3 * np.sqrt(np.log(2 / delta_j) / (2 * n))
+
+
+@pytest.mark.parametrize('k', [2, 5])
+def test_generalization_bounds_with_sizes_and_norms(tmp_path, k):
+  teacher, labels = _logits(5, k=k)
   student = teacher + np.random.default_rng(6).normal(size=teacher.shape)
   features = np.random.default_rng(7).normal(size=(N, 3))
-  report = analyze.analyze(teacher, student, labels, tmp_path, n_train=N, weight_norm=2.0,
+  report = analyze.analyze(teacher, student, labels, tmp_path, n_train=N, weight_norm=2.5,
                            student_features=features, figures=False)
-  bounds = report['bounds']
-  assert bounds['n4_margin_upper']['kind'] == 'probabilistic'
-  assert bounds['c4_binary_margin_upper']['value'] > bounds['c4_binary_margin_upper']['margin_risk']
+  b = report['bounds']['n4_margin_upper']
+  assert b['kind'] == 'probabilistic' and b['of'] == 'student_err'
+  correct = student[np.arange(N), labels]
+  runner_up = np.max(np.where(np.eye(k)[labels] > 0, -np.inf, student), 1)
+  risk = np.mean(correct - runner_up <= 1.0)
+  frob = np.sqrt(np.sum(features**2) + N)  # bias feature included
+  assert b['value'] == pytest.approx(_margin_bound_by_hand(risk, N, k, 1.0, 2.5, frob, 0.05))
+  assert 'c4_binary_margin_upper' not in report['bounds']  # N4 at K = 2 is that bound
   assert report['inputs']['input_radius'] == pytest.approx(
       np.sqrt(np.max(np.sum(features**2, 1)) + 1))
+  # Without features the radius bounds ‖X̃‖_F by r·sqrt(n).
+  report = analyze.analyze(teacher, student, labels, tmp_path, n_train=N, weight_norm=2.5,
+                           input_radius=4.0, figures=False)
+  assert report['bounds']['n4_margin_upper']['value'] == pytest.approx(
+      _margin_bound_by_hand(risk, N, k, 1.0, 2.5, 4.0 * np.sqrt(N), 0.05))
   with pytest.raises(analyze.InputError, match='input_radius'):
     analyze.analyze(teacher, student, labels, tmp_path, n_train=N, weight_norm=2.0)
+
+
+def test_t1_on_teacher_student_and_baseline_through_the_registry(tmp_path):
+  from scipy.stats import beta
+  from xdistill_jax import bound_registry
+  teacher, labels = _logits(8)
+  rng = np.random.default_rng(9)
+  student, baseline = teacher + 2 * rng.normal(size=teacher.shape), rng.normal(size=teacher.shape)
+  report = analyze.analyze(teacher, student, labels, tmp_path, baseline_logits=baseline,
+                           delta=0.1, figures=False)
+  for model, logits in (('kd', student), ('teacher', teacher), ('baseline', baseline)):
+    k = np.sum(np.argmax(logits, 1) != labels)
+    up, lo = report['bounds'][f't1_upper_{model}'], report['bounds'][f't1_lower_{model}']
+    assert up['value'] == pytest.approx(beta.ppf(0.9, k + 1, N - k), rel=1e-9)
+    assert lo['value'] == pytest.approx(beta.ppf(0.1, k, N - k + 1), rel=1e-9)
+    assert up['kind'] == 'test-set' and up['holds'] is None  # never judged on its own set
+  # Every entry is the registry's value on the analysed columns (no second implementation).
+  names = [n for n in report['bounds']]
+  assert set(names) <= set(bound_registry.names())
+  assert report['bounds']['n2_upper']['value'] == pytest.approx(
+      (1 - report['accuracy']['teacher']) + report['accuracy']['disagreement'])
+  # Without a baseline or N4 inputs those bounds are listed as skipped, with the reason.
+  report = analyze.analyze(teacher, student, labels, tmp_path, figures=False)
+  assert report['bounds_skipped']['t1_upper_baseline'] == 'missing column(s): baseline_err'
+  assert 'n4_margin_upper' in report['bounds_skipped']
+  assert 'Not evaluated' in (tmp_path / 'report.md').read_text()
 
 
 def test_cli_writes_report_and_figures(tmp_path):

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from xdistill_jax import config_files
 from xdistill_jax import config_schema
 from xdistill_jax import training
 from xdistill_jax.experiments import cmcd
@@ -16,11 +17,12 @@ from xdistill_jax.sweep import runner
 
 BOUND_COLUMNS = ('epsilon', 'num_classes', 'source_err', 'target_err', 'pair_disagreement',
                  'clean_disagreement', 'probe_margin_risk', 'm_labelled', 'margin_rho',
-                 'rademacher', 'confidence_delta', 'tv_estimate', 'bayes_floor')
+                 'rademacher', 'confidence_delta', 'tv_estimate', 'bayes_floor',
+                 'broken_fraction', 'n_test', 'probe_margin_norm', 'probe_input_frobenius_norm')
 
 
 def _tiny(**overrides):
-  config = cmcd.default_config()
+  config = config_files.load('cmcd_tv')
   config.epsilons = (0.0, 0.5)
   config.runs = 2
   config.methods = ('cmd', 'l2', 'target_only')
@@ -49,7 +51,7 @@ def _tiny(**overrides):
     ('domain_width', -1),
 ])
 def test_invalid_field_fails_before_compiling_and_names_it(field, value):
-  config = cmcd.default_config()
+  config = config_files.load('cmcd_tv')
   config[field] = value
   with pytest.raises(config_schema.ConfigError, match=f'config.{field}=') as error:
     runner.prepare(config)
@@ -59,7 +61,7 @@ def test_invalid_field_fails_before_compiling_and_names_it(field, value):
 
 
 def test_misspelt_field_fails_with_a_suggestion():
-  config = cmcd.default_config()
+  config = config_files.load('cmcd_tv')
   config.num_pair = (64,)
   with pytest.raises(config_schema.ConfigError, match='config.num_pairs'):
     runner.prepare(config)
@@ -108,8 +110,10 @@ def test_tiny_sweep_writes_method_rows_bound_columns_and_figures(tiny_sweep):
   rows = len(config.epsilons) * config.runs * len(config.methods)
   assert len(table['index']) == rows and report['diverged'] == 0
   assert sorted(set(table['method'])) == sorted(config.methods)
-  for column in BOUND_COLUMNS + ('c3_upper', 'c5_lower', 'c4_probe_upper'):
+  for column in BOUND_COLUMNS + ('c3_upper', 'c3_split_upper', 'c5_lower', 'c4_probe_upper',
+                                 't1_upper_target', 't1_lower_target'):
     assert column in table, column
+  assert 'c4_upper' not in table  # C3 + C4 mixed a test-set and a training-sample bound
   np.testing.assert_allclose(table['confidence_delta'], config.delta, rtol=1e-6)
   np.testing.assert_allclose(table['bayes_floor'], table['epsilon'] * (1 - 1 / 8), atol=1e-6)
   # C3 quantities only where g∘φ_A means something (distillation); C4 not for target-only.
@@ -119,6 +123,23 @@ def test_tiny_sweep_writes_method_rows_bound_columns_and_figures(tiny_sweep):
   assert np.all(np.isnan(table['rademacher'][baseline]))
   summary = json.loads((workdir / 'bounds.json').read_text())['bounds']
   assert summary['c3_upper']['violations'] == 0 and summary['c3_upper']['n'] == 8
+  # C3-split with the observed broken fraction is deterministic: 0 violations.
+  assert summary['c3_split_upper']['kind'] == 'deterministic'
+  assert summary['c3_split_upper']['violations'] == 0 and summary['c3_split_upper']['n'] == 8
+  # C4 at K = 8: c_K = 4K, Λ rounded up to 2^j with δ/(j(j + 1)) (numpy, from the formula).
+  probed = ~baseline
+  lam = table['probe_margin_norm'][probed]
+  j = np.maximum(np.ceil(np.log2(lam)), 1)
+  j += 2.0**j < lam
+  m = table['m_labelled'][probed]
+  c4 = (table['probe_margin_risk'][probed] + 32 * 2.0**j / config.margin_rho
+        * table['probe_input_frobenius_norm'][probed] / m
+        + 3 * np.sqrt(np.log(2 / (config.delta / (j * (j + 1)))) / (2 * m)))
+  np.testing.assert_allclose(table['c4_probe_upper'][probed], c4, rtol=1e-5)
+  assert summary['c4_probe_upper']['kind'] == 'probabilistic'
+  assert summary['t1_upper_target']['violations'] is None  # test-set: not judged
+  assert np.all(table['t1_lower_target'] <= table['target_err'])
+  assert np.all(table['target_err'] <= table['t1_upper_target'])
   assert np.all(table['target_err'] <= table['source_err'] + table['pair_disagreement'] + 1e-6,
                 where=~baseline)
   for name in ('cmcd_error_vs_epsilon.png', 'cmcd_tv_estimate.png', 'cmcd_bounds_l2.png'):

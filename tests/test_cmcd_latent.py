@@ -29,6 +29,16 @@ def maps():
           cmcd_latent.make_observation_map(k_b, D + 1, 12))
 
 
+def _invert(obs_map, x, iterations=40):
+  """z from x = ψ(z W + b): ψ⁻¹(x), ψ(t) = t + ½ tanh(t), by Newton's method in float64,
+  then z = (t − b) Wᵀ (W has orthonormal rows)."""
+  x = np.asarray(x, np.float64)
+  t = x.copy()
+  for _ in range(iterations):
+    t -= (t + 0.5 * np.tanh(t) - x) / (1.5 - 0.5 * np.tanh(t) ** 2)
+  return (t - np.asarray(obs_map.bias, np.float64)) @ np.asarray(obs_map.weight, np.float64).T
+
+
 def _nearest_mean(z, means):
   return np.argmin(((z[:, None, :] - np.asarray(means)[None]) ** 2).sum(-1), -1)
 
@@ -64,7 +74,7 @@ def test_exact_tv_by_classifying_observations(means, maps):
   lat_b = cmcd_latent.sample_exact_tv(k_b, N, epsilon, means, R)
   x = jnp.concatenate([cmcd_latent.observe(map_b, lat_a.z_a),
                        cmcd_latent.observe(map_b, lat_b.z_b)])
-  flag = np.asarray(cmcd_latent.invert_observation(map_b, x))[:, -1]
+  flag = _invert(map_b, x)[:, -1]
   is_b = np.repeat([False, True], N)
   acc = np.mean((flag > 0.5) == is_b)
   tv = divergences.classifier_tv_estimate(acc)
@@ -90,8 +100,7 @@ def test_observation_maps_are_injective_and_different(maps):
     np.testing.assert_allclose(m.weight @ m.weight.T, np.eye(D + 1), atol=1e-5)
   z = jax.random.normal(jax.random.key(4), (500, D + 1)) * 3
   for m in maps:
-    np.testing.assert_allclose(cmcd_latent.invert_observation(m, cmcd_latent.observe(m, z)), z,
-                               atol=1e-4)
+    np.testing.assert_allclose(_invert(m, cmcd_latent.observe(m, z)), z, atol=1e-4)
 
 
 def test_one_compiled_program_covers_every_gap_and_broken_sets_nest(means):

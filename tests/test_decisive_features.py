@@ -1,4 +1,4 @@
-"""Protocol G generator: shapes, decisive columns, labelling rule (ntdh.md)."""
+"""Protocol G generator: shapes, decisive columns, labelling rule (docs/protocols.md §G)."""
 
 import jax
 import jax.numpy as jnp

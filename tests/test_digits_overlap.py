@@ -6,7 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy import stats
 
+from xdistill_jax import config_files
 from xdistill_jax.config_schema import ConfigError
 from xdistill_jax.experiments import digits_overlap
 from xdistill_jax.generators import digits_bands
@@ -108,30 +110,65 @@ def test_real_digits_and_split():
     ('mask_threshold', 2.0, 'config.mask_threshold'),
 ])
 def test_invalid_config_field_is_named(field, value, message):
-  config = digits_overlap.default_config()
+  config = config_files.load('digits_overlap')
   config[field] = value
   with pytest.raises(ConfigError, match=message.replace('.', r'\.')):
     runner.prepare(config)
 
 
 def test_misspelt_field_is_named():
-  config = digits_overlap.default_config()
+  config = config_files.load('digits_overlap')
   config.unlock()
   config.bandwidth = 3
   with pytest.raises(ConfigError, match=r'config\.bandwidth.*config\.band_width'):
     runner.prepare(config)
 
 
-def test_spearman():
-  x = np.arange(10.0)
-  assert digits_overlap.spearman(x, x ** 3)['rho'] == pytest.approx(1.0)
-  assert digits_overlap.spearman(x, -x)['rho'] == pytest.approx(-1.0)
-  assert np.isnan(digits_overlap.spearman(x, np.ones(10))['rho'])
-  assert digits_overlap._ranks([1.0, 2.0, 2.0, 3.0]).tolist() == [1.0, 2.5, 2.5, 4.0]
+def test_spearman_against_scipy():
+  """`tables.spearman` (the one Spearman of the package) against `scipy.stats.spearmanr`,
+  with ties and non-finite pairs dropped; its permutation p-value against SciPy's."""
+  rng = np.random.default_rng(0)
+  x = np.round(rng.normal(size=60), 1)  # ties
+  y = x + rng.normal(size=60)
+  x[3], y[7] = np.nan, np.inf
+  keep = np.isfinite(x) & np.isfinite(y)
+  reference = stats.spearmanr(x[keep], y[keep])
+  got = tables.spearman(x, y, permutations=4000)
+  assert got['n'] == keep.sum()
+  assert got['rho'] == pytest.approx(reference.statistic, rel=1e-12)
+  assert got['p_value'] == pytest.approx(max(reference.pvalue, 1 / 4001), abs=2e-3)
+  noise = rng.normal(size=60)
+  weak = tables.spearman(x, noise, permutations=4000)
+  assert weak['p_value'] == pytest.approx(stats.spearmanr(x[keep], noise[keep]).pvalue,
+                                          abs=0.03)
+  assert np.isnan(tables.spearman(x, y, permutations=0)['p_value'])
+  assert tables.spearman(np.arange(10.0), -np.arange(10.0) ** 3)['rho'] == pytest.approx(-1.0)
+  assert np.isnan(tables.spearman(np.arange(10.0), np.ones(10))['rho'])
+  assert np.isnan(tables.spearman([1.0, 2.0], [3.0, 4.0])['rho'])
+  assert tables._ranks(np.array([1.0, 2.0, 2.0, 3.0])).tolist() == [1.0, 2.5, 2.5, 4.0]
+
+
+def test_binned_means():
+  """Quantile bins of x (ties kept together, non-finite pairs dropped), against a loop."""
+  rng = np.random.default_rng(1)
+  x = np.concatenate([np.round(rng.uniform(size=50), 1), [np.nan]])
+  y = np.concatenate([rng.normal(size=50), [1.0]])
+  xs, ys = tables.binned_means(x, y, bins=4)
+  edges = np.unique(np.quantile(x[:50], [0, 0.25, 0.5, 0.75, 1.0]))
+  want_x, want_y = [], []
+  for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+    last = i == len(edges) - 2
+    sel = (x[:50] >= lo) & ((x[:50] <= hi) if last else (x[:50] < hi))
+    if sel.any():
+      want_x.append(x[:50][sel].mean())
+      want_y.append(y[:50][sel].mean())
+  np.testing.assert_allclose(xs, want_x, rtol=1e-12)
+  np.testing.assert_allclose(ys, want_y, rtol=1e-12)
+  assert [a.size for a in tables.binned_means([np.nan], [1.0])] == [0, 0]
 
 
 def test_tiny_sweep_writes_a_row_per_method(tmp_path):
-  config = digits_overlap.default_config()
+  config = config_files.load('digits_overlap')
   config.overlaps = (0, 4)
   config.runs = 2
   config.steps = 15

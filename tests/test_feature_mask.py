@@ -5,12 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from xdistill_jax import config_files
 from xdistill_jax import config_schema
 from xdistill_jax.experiments import ntdh_feature_mask as fm
 
 
 def _tiny():
-  config = fm.default_config()
+  config = config_files.load('ntdh_feature_mask')
   config.num_examples = 1500
   config.steps = 150
   config.tag_repeats = 2

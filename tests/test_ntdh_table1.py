@@ -5,6 +5,7 @@ import csv
 import jax
 import numpy as np
 
+from xdistill_jax import config_files
 from xdistill_jax import kd_methods
 from xdistill_jax.experiments import ntdh_overlap
 from xdistill_jax.experiments import ntdh_table1
@@ -13,7 +14,7 @@ from xdistill_jax.sweep import runner
 
 
 def _tiny(protocol='G'):
-  config = ntdh_table1.default_config(protocol)
+  config = config_files.load('ntdh_table1', protocol)
   config.G.overlaps = (0, 10)
   config.G.runs = 2
   config.G.steps = 40
@@ -50,7 +51,7 @@ def test_tiny_table1_run_writes_one_row_per_method(tmp_path):
 def test_kl_rows_reproduce_the_protocol_g_experiment():
   config = _tiny()
   config.methods = ('kl', 'dkd_omega')
-  g = ntdh_overlap.default_config()
+  g = config_files.load('ntdh_overlap')
   for name in ('n_train', 'n_test', 'steps'):
     g[name] = config.G[name]
   setting = {'overlap': np.int32(4), 'seed': np.int32(0)}

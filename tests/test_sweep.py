@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -69,7 +70,8 @@ def test_cli_run_writes_every_output(tmp_path):
 def test_cli_rejects_a_misspelt_field(tmp_path):
   result = _cli('run', '--config=configs/ntdh_overlap.py', f'--workdir={tmp_path}',
                 '--config.runz=3')
-  assert result.returncode != 0 and 'runz' in result.stderr
+  assert result.returncode == 2 and 'Did you mean config.runs' in result.stderr
+  assert 'Traceback' not in result.stderr and not (tmp_path / 'chunks').exists()
 
 
 def test_cli_rejects_an_invalid_value_naming_the_field(tmp_path):
@@ -119,15 +121,15 @@ def test_same_seed_same_numbers_and_vmapped_equals_one_at_a_time(tiny_overlap_co
   grid, first = _run_all(tiny_overlap_config)
   _, second = _run_all(tiny_overlap_config)  # compiled anew: same numbers
   _same_rows(first, second)
-  fn = ntdh_overlap.make_setting_fn(tiny_overlap_config)
+  fn = jax.jit(ntdh_overlap.make_setting_fn(tiny_overlap_config))
   key = jax.random.key(tiny_overlap_config.seed)
   for i in (0, 4, grid.size - 1):
-    setting = {k: v[0] for k, v in grid.traced_settings(np.array([i])).items()}
-    alone = execute.run_one(fn, key, int(grid.key_index(np.array([i]))[0]), setting)
+    setting = {k: jnp.asarray(v[0]) for k, v in grid.traced_settings(np.array([i])).items()}
+    key_index = int(grid.key_index(np.array([i]))[0])
+    alone = fn(jax.random.fold_in(key, key_index), setting)  # one setting, unbatched
     for name, value in alone.items():
       np.testing.assert_allclose(value, first[name][i], rtol=1e-5, atol=1e-6, err_msg=name)
-    other_seed = execute.run_one(fn, jax.random.key(1), int(grid.key_index(np.array([i]))[0]),
-                                 setting)
+    other_seed = fn(jax.random.fold_in(jax.random.key(1), key_index), setting)
     assert other_seed['kd_loss'] != alone['kd_loss']
 
 
@@ -152,27 +154,66 @@ def test_device_count_does_not_change_a_bit(tmp_path):
   _same_rows(*outputs)
 
 
-def test_sigkill_then_same_command_gives_the_uninterrupted_rows(tmp_path):
+def _committed(chunks: pathlib.Path) -> dict[str, dict]:
+  """Committed chunk directories (orbax renames a finished one to its step number) with the
+  (size, mtime) of every file inside."""
+  if not chunks.is_dir():
+    return {}
+  return {d.name: {str(f.relative_to(d)): (f.stat().st_size, f.stat().st_mtime_ns)
+                   for f in sorted(d.rglob('*')) if f.is_file()}
+          for d in chunks.iterdir() if d.is_dir() and d.name.isdigit()}
+
+
+def test_sigkill_mid_sweep_then_same_command_skips_committed_chunks(tmp_path):
   args = ['run', '--config=configs/ntdh_overlap.py', *TINY, '--config.runs=8',
           '--config.sweep.chunk_size=2', '--config.sweep.vmap_width=1']
-  reference = _cli(*args, f'--workdir={tmp_path / "reference"}')
+  env = os.environ | {'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
+  reference = _cli(*args, f'--workdir={tmp_path / "reference"}', env=env)
   assert reference.returncode == 0, reference.stderr
+  num_chunks = len(_committed(tmp_path / 'reference' / 'chunks'))
+  assert num_chunks >= 3  # 16 settings in chunks of (devices x 2 groups of width 1)
   workdir = tmp_path / 'killed'
   process = subprocess.Popen([sys.executable, '-m', 'xdistill_jax.cli', *args,
-                              f'--workdir={workdir}'], cwd=ROOT, stderr=subprocess.DEVNULL)
-  rng = np.random.default_rng(int(time.time()))
-  deadline = time.time() + 120
-  while time.time() < deadline and len(list((workdir / 'chunks').glob('[0-9]*'))) < 2:
-    time.sleep(0.05)
-  time.sleep(rng.uniform(0, 0.5))  # kill at a random moment after some chunks committed
+                              f'--workdir={workdir}'], cwd=ROOT, stderr=subprocess.DEVNULL,
+                             env=env)
+  deadline = time.time() + 300
+  while time.time() < deadline and not _committed(workdir / 'chunks'):
+    time.sleep(0.002)
+  process.send_signal(signal.SIGSTOP)  # freeze it, then look at what it has committed
+  at_kill = _committed(workdir / 'chunks')
   process.send_signal(signal.SIGKILL)
   process.wait()
-  resumed = _cli(*args, f'--workdir={workdir}')
+  assert 1 <= len(at_kill) < num_chunks, sorted(at_kill)  # the kill landed mid-sweep
+  assert _committed(workdir / 'chunks') == at_kill
+  time.sleep(0.01)  # a rewritten file would get a later mtime
+  resumed = _cli(*args, f'--workdir={workdir}', env=env)
   assert resumed.returncode == 0, resumed.stderr
+  chunk = int(re.search(r'chunks of (\d+)', reference.stderr).group(1))
+  assert f'resuming: {chunk * len(at_kill)} of 16 settings already committed' in resumed.stderr
+  after = _committed(workdir / 'chunks')
+  assert len(after) == num_chunks
+  assert {name: after[name] for name in at_kill} == at_kill  # committed chunks untouched
   expected = tables.read_csv(tmp_path / 'reference' / 'results.csv')
   got = tables.read_csv(workdir / 'results.csv')
   assert len(got['index']) == 16 and len(set(got['index'])) == 16
   _same_rows(expected, got)
+
+
+def test_resume_refuses_another_resolved_vmap_width(tiny_overlap_config, tmp_path,
+                                                     monkeypatch):
+  runner.run(tiny_overlap_config, tmp_path)  # width -1 resolves to min(8, 9 // 4) = 2
+  record = json.loads((tmp_path / 'config.json').read_text())
+  assert record['resolved_vmap_width'] == runner.vmap_width(
+      tiny_overlap_config, runner.prepare(tiny_overlap_config)[1]) == 2
+
+  def no_compilation(*args, **kwargs):
+    raise AssertionError('compiled before validating')
+  monkeypatch.setattr(execute, 'make_runner', no_compilation)
+  tiny_overlap_config.sweep.vmap_width = 3
+  with pytest.raises(config_schema.ConfigError, match='vmap_width resolved to 2'):
+    runner.run(tiny_overlap_config, tmp_path)
+  tiny_overlap_config.sweep.vmap_width = 2  # the same resolved width: resumes (nothing left)
+  assert runner.run(tiny_overlap_config, tmp_path)['finished'] == 9
 
 
 def test_resume_refuses_a_different_config(tiny_overlap_config, tmp_path):
@@ -197,33 +238,84 @@ EXPERIMENT = TOY = base.Experiment(
     group_by=('seed',), figures=lambda *a: [])
 
 
-def test_diverged_settings_are_flagged_and_left_out_of_the_summary(tmp_path, monkeypatch):
-  monkeypatch.setitem(experiments._MODULES, 'toy_divergence', __name__)
+def _toy_config(runs=3):
   config = base.common_config('toy_divergence')
-  config.runs = 3
+  config.runs = runs
   config.sweep.progress = False
-  report = runner.run(config, tmp_path)
+  return config
+
+
+def test_diverged_settings_are_flagged_and_left_out_of_the_summary(tmp_path, monkeypatch):
+  from xdistill_jax import bound_registry
+  monkeypatch.setitem(experiments._MODULES, 'toy_divergence', __name__)
+  # A bound that every setting violates (1 + x > x), diverged ones included in results.csv.
+  bound_registry.register(bound_registry.Bound(
+      'toy_below_other', lambda m: m['other'], 'value', 'lower', 'deterministic', ('other',)))
+  try:
+    config = _toy_config()
+    config.bounds = ('toy_below_other',)
+    report = runner.run(config, tmp_path)
+  finally:
+    bound_registry.unregister('toy_below_other')
   assert report['diverged'] == 1
   rows = tables.read_csv(tmp_path / 'results.csv')
   np.testing.assert_array_equal(rows['diverged'], [0, 1, 0])
   assert np.isnan(rows['value'][1])
+  np.testing.assert_array_equal(rows['toy_below_other_violated'], [1, 0, 1])
   summary = tables.read_csv(tmp_path / 'summary.csv')
   np.testing.assert_array_equal(summary['value_count'], [1, 0, 1])
   assert np.all(np.isfinite(summary['value_mean'][[0, 2]])) and np.isnan(summary['value_mean'][1])
+  # Booleans are masked like floats: the diverged setting counts in no statistic.
+  np.testing.assert_array_equal(summary['toy_below_other_violated_count'], [1, 0, 1])
+  np.testing.assert_array_equal(summary['toy_below_other_violated_mean'][[0, 2]], [1.0, 1.0])
+  assert np.isnan(summary['toy_below_other_violated_mean'][1])
+  assert report['bounds']['toy_below_other']['violations'] == 2
 
 
-
-def test_selected_settings_keep_their_trained_parameters(tiny_overlap_config, tmp_path):
+def test_saved_parameters_are_those_the_sweep_computed(tiny_overlap_config, tmp_path):
   import orbax.checkpoint as ocp
-  tiny_overlap_config.sweep.save_params = (1,)
-  runner.run(tiny_overlap_config, tmp_path)
-  saved = ocp.StandardCheckpointer().restore((tmp_path / 'params' / 'setting_00000001').absolute())
-  kernel = saved['kd']['params']['TorchDense_0']['kernel']
-  assert kernel.shape == (tiny_overlap_config.dim, 2) and np.all(np.isfinite(kernel))
-  bias = saved['kd']['params']['TorchDense_0']['bias']
-  rows = tables.read_csv(tmp_path / 'results.csv')
-  np.testing.assert_allclose(np.sqrt(np.sum(kernel ** 2) + np.sum(bias ** 2)),
-                             rows['kd_weight_norm'][1], rtol=1e-5)
+  from xdistill_jax import training
+  plain = runner.run(tiny_overlap_config, tmp_path / 'plain')
+  tiny_overlap_config.sweep.save_params = (1, 7)
+  saving = runner.run(tiny_overlap_config, tmp_path / 'saving')
+  assert plain == saving  # returning the parameters changes no result
+  _same_rows(tables.read_csv(tmp_path / 'plain' / 'results.csv'),
+             tables.read_csv(tmp_path / 'saving' / 'results.csv'))
+  rows = tables.read_csv(tmp_path / 'saving' / 'results.csv')
+  assert sorted(p.name for p in (tmp_path / 'saving' / 'params').iterdir()) == [
+      'setting_00000001', 'setting_00000007']
+  grid = runner.prepare(tiny_overlap_config)[1]
+  model = ntdh_overlap.MLP(num_classes=2)
+  for i in (1, 7):
+    saved = ocp.StandardCheckpointer().restore(
+        (tmp_path / 'saving' / 'params' / f'setting_{i:08d}').absolute())
+    setting = {k: jnp.asarray(v[0]) for k, v in grid.traced_settings(np.array([i])).items()}
+    key = jax.random.fold_in(jax.random.key(tiny_overlap_config.seed),
+                             int(grid.key_index(np.array([i]))[0]))
+    _, (_, _, test) = ntdh_overlap._train(tiny_overlap_config, key, setting)  # the test set
+    for name in ('teacher', 'baseline', 'kd'):
+      x = test.x_a if name == 'teacher' else test.x_b
+      accuracy = float(training.accuracy(model.apply(saved[name], x), test.y))
+      assert accuracy == rows[f'{name}_acc'][i], name
+    kernel = saved['kd']['params']['TorchDense_0']['kernel']
+    bias = saved['kd']['params']['TorchDense_0']['bias']
+    norm = np.sqrt(np.sum(np.float64(kernel) ** 2) + np.sum(np.float64(bias) ** 2))
+    np.testing.assert_allclose(norm, rows['kd_weight_norm'][i], rtol=1e-6)
+
+
+def test_save_params_is_checked_before_compiling(tiny_overlap_config, tmp_path, monkeypatch):
+  def no_compilation(*args, **kwargs):
+    raise AssertionError('compiled before validating')
+  monkeypatch.setattr(execute, 'make_runner', no_compilation)
+  tiny_overlap_config.sweep.save_params = (9,)
+  with pytest.raises(config_schema.ConfigError, match=r'setting indices in \[0, 8\]'):
+    runner.run(tiny_overlap_config, tmp_path / 'range')
+  monkeypatch.setitem(experiments._MODULES, 'toy_divergence', __name__)
+  config = _toy_config()
+  config.sweep.save_params = (0,)
+  with pytest.raises(config_schema.ConfigError, match="'toy_divergence' does not return"):
+    runner.run(config, tmp_path / 'toy')
+  assert not (tmp_path / 'range').exists() and not (tmp_path / 'toy').exists()
 
 
 def test_a_bound_added_from_the_config_reaches_results_summary_and_figures(
@@ -250,3 +342,27 @@ def test_a_bound_added_from_the_config_reaches_results_summary_and_figures(
   finally:
     bound_registry.unregister('twice_teacher_err')
 
+
+
+@pytest.mark.parametrize('config_name', ['ntdh_overlap', 'ntdh_samples', 'ntdh_kclass',
+                                         'ntdh_table1', 'digits_overlap', 'cmcd_tv'])
+def test_with_params_returns_the_same_metrics_and_the_trained_parameters(config_name):
+  from xdistill_jax import config_files
+  config = config_files.load(config_name)
+  experiment, grid = runner.prepare(config)
+  assert experiment.saves_params
+  setting = {k: jnp.asarray(v[0]) for k, v in grid.traced_settings(np.array([0])).items()}
+  key = jax.random.key(0)
+  plain = jax.eval_shape(experiment.make_setting_fn(config), key, setting)  # traced only
+  metrics, params = jax.eval_shape(experiment.make_setting_fn(config, with_params=True), key,
+                                   setting)
+  assert jax.tree.structure(metrics) == jax.tree.structure(plain)
+  assert jax.tree.map(lambda a: (a.shape, a.dtype), metrics) == jax.tree.map(
+      lambda a: (a.shape, a.dtype), plain)
+  leaves = jax.tree.leaves(params)
+  assert leaves and all(jnp.issubdtype(a.dtype, jnp.floating) for a in leaves)
+
+
+def test_experiments_without_parameters_say_so():
+  from xdistill_jax.experiments import ntdh_feature_mask
+  assert not ntdh_feature_mask.EXPERIMENT.saves_params

@@ -13,9 +13,14 @@ Inputs are paired teacher logits ``[n, K]``, student logits ``[n, K]`` and integ
 * overall and per-class means of the per-example divergences of theory.md §1 at T = 1:
   KL, TCKD, NCKD, NT-JS, NT-TV, JS, TV and the NTDH authors' reversed NT-JS;
 * the identity check D1, max |KL − TCKD − (1 − p_y)·NCKD| (and D2, D3);
-* the bounds these inputs determine: N1 (approximation-error sandwich), N2 (teacher-agreement
-  sandwich and its Pinsker form); with ``--n-train``, ``--weight-norm`` and ``--input-radius``
-  also N4 (multiclass margin bound) and, for K = 2, C4 (binary margin bound);
+* the bounds these inputs determine, evaluated through `bound_registry` (the same functions
+  as the sweeps): N1 (approximation-error sandwich), N2 (teacher-agreement sandwich and its
+  Pinsker form), T1 (Clopper–Pearson test-set bound on the teacher's, student's and
+  baseline's expected error; the examples must be held out from their training); with
+  ``--n-train``, ``--weight-norm`` and ``--input-radius`` also N4 (empirical-Rademacher
+  margin bound: c_K = 2 with Λ = ‖w̃₁ − w̃₀‖ for K = 2, 4K with the Frobenius norm for
+  K > 2, Λ rounded up to 2^j with the union bound); bounds whose inputs are missing are
+  listed with the reason;
 * statistics of the NTDH sample mask ω (`losses.sample_mask`): how many examples it drops or
   down-weights and how much it lowers the mean non-target divergence;
 * calibration (ECE) with a reliability diagram, a histogram of per-example NCKD, and student
@@ -36,10 +41,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from xdistill_jax import analysis_io
+from xdistill_jax import bound_registry
 from xdistill_jax import bounds
 from xdistill_jax import divergences
 from xdistill_jax import losses
 from xdistill_jax.analysis_io import InputError
+from xdistill_jax.reporting import tables
 
 __all__ = ['analyze', 'main', 'per_example', 'expected_calibration_error', 'InputError']
 
@@ -143,71 +150,73 @@ def _stats(values) -> dict:
   return {'mean': float(v.mean()), 'median': float(np.median(v)), 'max': float(v.max())}
 
 
-def _bound(value, target, side, kind, statement, tol=1e-9, **extra) -> dict:
-  value, target = float(value), float(target)
-  holds = value >= target - tol if side == 'upper' else value <= target + tol
-  return {'value': value, 'target': target, 'side': side, 'kind': kind, 'holds': bool(holds),
-          'vacuous': bool(side == 'upper' and value >= 1.0 and 'err' in extra.get('of', '')),
-          'statement': statement, **extra}
+# The registry's bounds that `analyze` evaluates (`bound_registry`; no second implementation
+# here). The analysed student plays the registry's KD student (`kd_*` columns).
+ANALYZE_BOUNDS = ('n1_lower', 'n1_upper', 'n2_lower', 'n2_upper', 'n2_pinsker_upper',
+                  'n4_margin_upper', 't1_upper_kd', 't1_lower_kd', 't1_upper_teacher',
+                  't1_lower_teacher', 't1_upper_baseline', 't1_lower_baseline')
+_MODEL_OF = {'kd_err': 'student_err', 'teacher_err': 'teacher_err',
+             'baseline_err': 'baseline_err', 'kl_test': 'kl'}
+GENERALIZATION_NOTE = (
+    'N4 is probabilistic (≥ 1 − δ over the training sample) and holds for linear scores on a '
+    'fixed feature map, with Λ = ‖w̃₁ − w̃₀‖ for K = 2 or the Frobenius norm of [W; b] for '
+    'K > 2 (give it as --weight-norm) and R̂_ρ the margin risk on the n training examples; '
+    'here R̂_ρ (and ‖X̃‖_F, from the student features when given) is measured on the '
+    'examples you passed, so the certificate holds when those are the training examples. '
+    'T1 (test-set) needs the opposite: examples the models were not trained on')
 
 
-def _divergence_bounds(ex, err_t, err_s, dis) -> dict:
+def _bound_table(ex, t, s, b, y, *, delta, generalization=None) -> dict:
+  """One-row results table of the analysed models, in the registry's column names."""
+  err = lambda z: float(np.mean(np.argmax(z, 1) != y))
   n1 = bounds.approximation_error_sandwich_inputs(ex['tckd'], ex['nckd'], ex['teacher_py'])
-  lo, hi = bounds.approximation_error_sandwich(n1['d_nt'], n1['d_tc'], n1['max_py'],
-                                               n1['min_py'])
-  eps = float(np.mean(ex['kl']))
-  tol = 1e-9 * max(1.0, eps)
-  pinsker = bounds.pinsker_disagreement_bound(ex['kl'], ex['teacher_margin'])
-  n2_lo, n2_hi = bounds.teacher_agreement_sandwich(err_t, dis)
-  _, n2p_hi = bounds.teacher_agreement_sandwich(err_t, pinsker)
-  return {
-      'n1_lower': _bound(lo, eps, 'lower', 'deterministic',
-                         '(1 − max p_y)·D_NT ≤ ε = mean KL', tol, of='kl'),
-      'n1_upper': _bound(hi, eps, 'upper', 'deterministic',
-                         'ε = mean KL ≤ D_TC + (1 − min p_y)·D_NT', tol, of='kl'),
-      'n2_lower': _bound(n2_lo, err_s, 'lower', 'deterministic', 'err_t − dis ≤ err_s',
-                         of='student_err'),
-      'n2_upper': _bound(n2_hi, err_s, 'upper', 'deterministic', 'err_s ≤ err_t + dis',
-                         of='student_err'),
-      'n2_pinsker_upper': _bound(
-          n2p_hi, err_s, 'upper', 'deterministic',
-          'err_s ≤ err_t + (1/n) Σ 1[KL_i ≥ m_i²/2] (m_i: teacher top-two margin)',
-          of='student_err', pinsker_disagreement=float(pinsker)),
-  }
+  row = {'kl_test': float(np.mean(ex['kl'])), 'tckd_test': n1['d_tc'],
+         'nckd_test': n1['d_nt'], 'max_teacher_py_test': n1['max_py'],
+         'min_teacher_py_test': n1['min_py'], 'teacher_err': err(t), 'kd_err': err(s),
+         'disagreement_test': float(np.mean(np.argmax(t, 1) != np.argmax(s, 1))),
+         'pinsker_disagreement_test': bounds.pinsker_disagreement_bound(
+             ex['kl'], ex['teacher_margin']),
+         'n_test': len(y), 'confidence_delta': delta}
+  if b is not None:
+    row['baseline_err'] = err(b)
+  row |= generalization or {}
+  return {k: np.asarray([v], np.float64) for k, v in row.items()}
 
 
-def _generalization_bounds(student, labels, err_s, *, n_train, weight_norm, input_radius,
-                           student_features, delta, rho) -> dict:
-  """N4 (multiclass margin bound) and, for K = 2, C4 (binary margin bound)."""
-  k = student.shape[1]
-  margin_risk = float(bounds.empirical_margin_risk(student, labels, rho))
-  note = ('probabilistic (≥ 1 − δ over the training sample); valid for linear scores on a '
-          'fixed feature map with ‖W‖ ≤ Λ and ‖x‖ ≤ r, with R̂_ρ the margin risk on the n '
-          'training examples — here R̂_ρ is measured on the examples you passed, so the '
-          'certificate holds when those are the training examples (else read it as an '
-          'estimate)')
-  out = {'n4_margin_upper': _bound(
-      bounds.multiclass_margin_bound(margin_risk, n_train, k, rho, input_radius, weight_norm,
-                                     delta),
-      err_s, 'upper', 'probabilistic',
-      'R ≤ R̂_ρ + (4K/ρ)·sqrt(r²Λ²/n) + sqrt(ln(1/δ)/(2n)) (Mohri et al. ch. 9)',
-      of='student_err', margin_risk=margin_risk, note=note)}
-  if k == 2:
-    h = student[:, 1] - student[:, 0]
-    binary_risk = float(bounds.empirical_margin_risk(h, labels, rho))
-    if student_features is not None:
-      rademacher = float(bounds.rademacher_linear_closed_form(student_features, weight_norm))
-      how = '(Λ/m)·sqrt(Σ‖x_i‖²) on the student features passed'
-    else:
-      rademacher = float(weight_norm * input_radius / math.sqrt(n_train))
-      how = 'Λ·r/sqrt(m) (closed form with ‖x‖ ≤ r)'
-    out['c4_binary_margin_upper'] = _bound(
-        bounds.binary_margin_bound(binary_risk, n_train, rho, rademacher, delta),
-        err_s, 'upper', 'probabilistic',
-        'R ≤ R̂_ρ + (2/ρ)·ℜ̂_m + 3·sqrt(ln(2/δ)/(2m)) (Mohri et al. ch. 5), h = s_1 − s_0',
-        of='student_err', margin_risk=binary_risk, rademacher=rademacher,
-        rademacher_from=how, note=note)
-  return out
+def _generalization_inputs(student, labels, *, n_train, weight_norm, input_radius,
+                           student_features, rho) -> dict:
+  """Columns of the N4 margin bound from the user's sizes and norms (registry names)."""
+  if student_features is not None:
+    frobenius = float(np.sqrt(np.sum(student_features**2) + len(student_features)))
+    how = 'sqrt(Σ_i (‖x_i‖² + 1)) of the student features passed'
+  else:
+    frobenius = float(input_radius * math.sqrt(n_train))
+    how = 'r·sqrt(n) with r ≥ sqrt(‖x‖² + 1) on every training input (--input-radius)'
+  return {'kd_margin_risk': float(bounds.empirical_margin_risk(student, labels, rho)),
+          'n_train': n_train, 'num_classes': student.shape[1], 'margin_rho': rho,
+          'kd_margin_norm': weight_norm, 'input_frobenius_norm': frobenius}, how
+
+
+def _registry_bounds(table) -> tuple[dict, dict]:
+  """The `ANALYZE_BOUNDS` through `bound_registry.evaluate`: (report entries, skipped)."""
+  columns, summary = bound_registry.evaluate(ANALYZE_BOUNDS, table)
+  out, skipped = {}, {}
+  for name, s in summary.items():
+    if s.get('skipped'):
+      skipped[name] = s['skipped']
+      continue
+    value, target = float(columns[name][0]), float(table[s['target']][0])
+    violated = columns.get(name + '_violated')
+    error = s['target'].endswith('_err')
+    out[name] = {
+        'value': value, 'target': target, 'of': _MODEL_OF.get(s['target'], s['target']),
+        'side': s['side'], 'kind': s['kind'], 'rule': s['rule'],
+        'holds': None if violated is None else bool(not violated[0]),
+        'invalid': bool(columns[name + '_invalid'][0]),
+        'vacuous': bool(error and ((s['side'] == 'upper' and value >= 1.0)
+                                   or (s['side'] == 'lower' and value <= 0.0))),
+        'statement': bound_registry.get(name).description}
+  return out, skipped
 
 
 def _omega_stats(ex) -> dict:
@@ -321,14 +330,15 @@ def analyze(teacher_logits, student_logits, labels, workdir, *, baseline_logits=
     workdir: output directory (created).
     baseline_logits: optional ``[n, K]`` logits of a student trained without KD.
     teacher_features, student_features: optional ``[n, d]`` representations; the student's
-      give the input radius r of N4 (max sqrt(‖x‖² + 1), bias folded in) when
-      ``input_radius`` is not given, and the empirical Rademacher complexity of C4 (K = 2);
-      equal widths also give CMD₅ between them.
-    n_train, weight_norm, input_radius: training-set size n, weight norm Λ and input
-      radius r of a linear student, for N4 / C4.
-    delta: confidence parameter δ of N4 / C4.
+      give ‖X̃‖_F = sqrt(Σ_i (‖x_i‖² + 1)) of the N4 Rademacher term (bias feature
+      included; ``input_radius`` defaults to their max sqrt(‖x‖² + 1)); equal widths also
+      give CMD₅ between them.
+    n_train, weight_norm, input_radius: training-set size n, Λ (‖w̃₁ − w̃₀‖ for K = 2, the
+      Frobenius norm of [W; b] for K > 2) and a radius r ≥ sqrt(‖x‖² + 1) of the training
+      inputs of a linear student, for N4 (‖X̃‖_F ≤ r·sqrt(n) without features).
+    delta: confidence parameter δ of N4 and T1.
     threshold: cosine threshold τ of the sample mask ω.
-    margin_rho: margin ρ of N4 / C4.
+    margin_rho: margin ρ of N4.
     sources: optional {role: name} used in error messages (the CLI passes file names).
     figures: write the figures (default True).
 
@@ -370,7 +380,6 @@ def analyze(teacher_logits, student_logits, labels, workdir, *, baseline_logits=
       'divergences': {name: _stats(ex[name]) for name in DIVERGENCES},
       'teacher_py': {'max': float(ex['teacher_py'].max()), 'min': float(ex['teacher_py'].min())},
       'identities': _identities(ex),
-      'bounds': _divergence_bounds(ex, 1 - acc_t, 1 - acc_s, dis),
       'omega_mask': _omega_stats(ex),
       'calibration': {'teacher': expected_calibration_error(t, y),
                       'student': expected_calibration_error(s, y)},
@@ -382,11 +391,14 @@ def analyze(teacher_logits, student_logits, labels, workdir, *, baseline_logits=
     ex_b = per_example(t, b, y, threshold)
     report['baseline_divergences'] = {name: _stats(ex_b[name]) for name in DIVERGENCES}
     report['calibration']['baseline'] = expected_calibration_error(b, y)
+  generalization = None
   if input_radius is not None and n_train is not None and weight_norm is not None:
-    report['bounds'] |= _generalization_bounds(
-        s, y, 1 - acc_s, n_train=n_train, weight_norm=weight_norm, input_radius=input_radius,
-        student_features=data['student_features'], delta=delta, rho=margin_rho)
-    report['inputs'] |= given
+    generalization, how = _generalization_inputs(
+        s, y, n_train=n_train, weight_norm=weight_norm, input_radius=input_radius,
+        student_features=data['student_features'], rho=margin_rho)
+    report['inputs'] |= given | {'input_frobenius_norm_from': how}
+  table = _bound_table(ex, t, s, b, y, delta=delta, generalization=generalization)
+  report['bounds'], report['bounds_skipped'] = _registry_bounds(table)
   features = _feature_stats(data['teacher_features'], data['student_features'])
   if features:
     report['features'] = features
@@ -440,10 +452,7 @@ def _write_figures(workdir, ex, t, s, b, y, report) -> list[str]:
   paths.append(figures.save(fig, workdir / 'nckd_histogram.png'))
 
   margin = ex['teacher_margin']
-  edges = np.unique(np.quantile(margin, np.linspace(0, 1, MARGIN_BINS + 1)))
-  which = np.clip(np.searchsorted(edges, margin, side='right') - 1, 0, max(len(edges) - 2, 0))
-  groups = [i for i in range(max(len(edges) - 1, 1)) if np.any(which == i)]
-  mean_in = lambda v: np.array([np.mean(v[which == i]) for i in groups])
+  mean_in = lambda v: tables.binned_means(margin, v, MARGIN_BINS)[1]
   xs = mean_in(margin)
   fig, ax = plt.subplots(figsize=(6.5, 4.2))
   ax.plot(xs, mean_in((np.argmax(s, 1) != y).astype(float)), 'o-', label='student error')
@@ -523,17 +532,26 @@ def _markdown(r) -> str:
 
   out += ['## Bounds', '']
   rows = [(name, b['statement'], b['kind'],
-           _fmt(b['value']) + (' (vacuous)' if b['vacuous'] else ''), b['target'], b['holds'])
+           _fmt(b['value']) + (' (vacuous)' if b['vacuous'] else '')
+           + (' (non-finite input)' if b['invalid'] else ''), f'{b["of"]} = {_fmt(b["target"])}',
+           'not judged' if b['holds'] is None else b['holds'])
           for name, b in r['bounds'].items()]
   out += _table(['bound', 'statement', 'kind', 'bound value', 'measured', 'holds'], rows)
   out += [f'Deterministic bounds violated: {r["deterministic_violations"]} (a violation means '
           'the inputs are inconsistent or a bug). N1 bounds ε = mean KL(p‖q) with '
           f'max p_y = {_fmt(r["teacher_py"]["max"])}, min p_y = {_fmt(r["teacher_py"]["min"])}.'
-          ' N2 bounds the student error from the teacher error and the disagreement.']
-  notes = {b.get('note') for b in r['bounds'].values() if b.get('note')}
-  out += [f'N4/C4: {note}.' for note in notes]
-  if not notes:
-    out += ['N4/C4 need `--n-train`, `--weight-norm` and `--input-radius` (linear students).']
+          ' N2 bounds the student error from the teacher error and the disagreement. T1 '
+          '(test-set, Clopper–Pearson at level δ) bounds each model\'s expected error when the '
+          'examples passed were not used to train it; it is not judged on those examples. '
+          'A probabilistic bound counts as failing only when the Clopper–Pearson interval of '
+          'the measured error lies entirely on the wrong side.']
+  if 'n4_margin_upper' in r['bounds']:
+    out += [f'N4: {GENERALIZATION_NOTE}.']
+  skipped = r.get('bounds_skipped', {})
+  if skipped:
+    out += ['', 'Not evaluated: ' + '; '.join(f'{k} ({v})' for k, v in skipped.items())
+            + ('. N4 needs `--n-train`, `--weight-norm` and `--input-radius` (linear students).'
+               if 'n4_margin_upper' in skipped else '.')]
   out += ['']
 
   om = r['omega_mask']
@@ -579,8 +597,21 @@ def _markdown(r) -> str:
 # ----------------------------------------------------------------------------------------
 # Command line.
 # ----------------------------------------------------------------------------------------
+def _error_line(message: str) -> None:
+  """A user error as the one line every `xdistill` command prints (exit status 2)."""
+  print(f'xdistill: error: {" ".join(str(message).split())}', file=sys.stderr)
+
+
+class _Parser(argparse.ArgumentParser):
+  """argparse whose usage errors are one line (`xdistill analyze --help` shows the usage)."""
+
+  def error(self, message):
+    _error_line(f'analyze: {message} (xdistill analyze --help)')
+    sys.exit(2)
+
+
 def _parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(
+  p = _Parser(
       prog='xdistill analyze',
       description='Divergences, identities and bounds of theory.md on your own teacher and '
                   'student logits (paired rows, any framework). Writes DIR/report.md, '
@@ -641,11 +672,8 @@ def main(argv=None) -> int:
         weight_norm=args.weight_norm, input_radius=args.input_radius, delta=args.delta,
         threshold=args.threshold, margin_rho=args.margin_rho, sources=sources,
         figures=not args.no_figures)
-  except InputError as error:
-    print(f'xdistill analyze: error: {error}', file=sys.stderr)
-    return 2
-  except OSError as error:  # e.g. an unwritable --workdir
-    print(f'xdistill analyze: error: {error}', file=sys.stderr)
+  except (InputError, OSError) as error:  # OSError: e.g. an unwritable --workdir
+    _error_line(error)
     return 2
   acc = report['accuracy']
   print(f'teacher acc {acc["teacher"]:.4f}, student acc {acc["student"]:.4f}, mean NCKD '

@@ -1,4 +1,4 @@
-"""Bounds of the theory contract (N1–N5, C1–C5) as pure functions of measured quantities.
+"""Bounds of the theory contract (N1–N5, C1–C5, T1) as pure functions of measured quantities.
 
 Every function here takes the numbers one setting of a sweep measured (errors, divergences,
 sample sizes, norms) and returns the value of one side of one bound, elementwise, so one call
@@ -18,10 +18,13 @@ Array conventions
 * Monte Carlo helpers use ``jax.random`` with keys from ``jax.random.key`` and return
   ``(estimate, standard_error)``.
 
-Deterministic bounds (N1, N2, C3) hold on every evaluation set; probabilistic ones (N4, C4)
-hold with probability at least 1 − δ over the training sample; N3 and C1/C5 are exact
-values of an *expected* error (a finite test set can fall below them); N5 is a reference
-slope, not a bound. Closed forms of divergences (e.g. the Gaussian-shift TV of C1) live in
+Kinds (``docs/theory.md`` has the table and how each is judged): deterministic bounds
+(N1, N2, C3, C3-split) hold on every evaluation set; probabilistic ones (N4-VC,
+N4-margin, C4) hold with probability at least 1 − δ over the training sample, for the
+*expected* error; the test-set bound T1 (Clopper–Pearson) holds with probability at least
+1 − δ over the test sample; N3 and C1/C5 are exact values of an *expected* error
+(expected-floor: a finite test set can fall below them); N5 is a reference slope, not a
+bound. Closed forms of divergences (e.g. the Gaussian-shift TV of C1) live in
 ``xdistill_jax.divergences``, not here.
 """
 
@@ -56,8 +59,9 @@ __all__ = [
     # N4 / C4
     "vc_bound",
     "linear_vc_dimension",
-    "multiclass_margin_bound",
-    "binary_margin_bound",
+    "margin_weight_grid",
+    "margin_weight_norm",
+    "margin_bound",
     "empirical_margin_risk",
     "rademacher_linear_closed_form",
     "rademacher_linear_monte_carlo",
@@ -68,6 +72,12 @@ __all__ = [
     "pair_disagreement_bound",
     "pair_disagreement_split",
     "coupled_pair_statistics",
+    # T1
+    "beta_quantile",
+    "error_count",
+    "clopper_pearson_upper",
+    "clopper_pearson_lower",
+    "clopper_pearson_interval",
 ]
 
 
@@ -114,12 +124,13 @@ def approximation_error_sandwich(d_nt: Array, d_tc: Array, max_py: Array, min_py
     """(N1) Lower and upper bound on the KD approximation error ε(f) = mean KL(p‖q_f).
 
     Statement: on any evaluation set,
-    ``(1 − max_i p_{y_i}) · D_NT ≤ ε ≤ D_TC + (1 − min_i p_{y_i}) · D_NT``,
+    ``D_TC + (1 − max_i p_{y_i}) · D_NT ≤ ε ≤ D_TC + (1 − min_i p_{y_i}) · D_NT``,
     with D_NT = mean NCKD, D_TC = mean TCKD and p_{y_i} the teacher's probability of the
     true class, all at the same temperature and on the same examples as ε.
 
     Assumptions: none beyond the identity D1 (KL = TCKD + (1 − p_y)·NCKD per example) and
-    TCKD, NCKD ≥ 0. Deterministic (holds on every evaluation set, to float tolerance).
+    NCKD ≥ 0. Deterministic (holds on every evaluation set, to float tolerance). For K = 2
+    NCKD ≡ 0 and both sides equal D_TC = ε.
 
     Args:
       d_nt: mean non-target KL (NCKD), nats, any shape.
@@ -133,22 +144,26 @@ def approximation_error_sandwich(d_nt: Array, d_tc: Array, max_py: Array, min_py
     Example:
       >>> lo, hi = approximation_error_sandwich(0.5, 0.1, 0.9, 0.2)
       >>> round(float(lo), 4), round(float(hi), 4)
-      (0.05, 0.5)
+      (0.15, 0.5)
     """
-    return approximation_error_lower(d_nt, max_py), approximation_error_upper(d_nt, d_tc, min_py)
+    return (
+        approximation_error_lower(d_nt, d_tc, max_py),
+        approximation_error_upper(d_nt, d_tc, min_py),
+    )
 
 
-def approximation_error_lower(d_nt: Array, max_py: Array):
-    """(N1, lower side) ``(1 − max_i p_{y_i}) · D_NT ≤ ε``. Deterministic.
+def approximation_error_lower(d_nt: Array, d_tc: Array, max_py: Array):
+    """(N1, lower side) ``D_TC + (1 − max_i p_{y_i}) · D_NT ≤ ε``. Deterministic.
 
-    See :func:`approximation_error_sandwich` for the statement and shapes.
+    Proof: ε = mean_i [TCKD_i + (1 − p_{y_i})·NCKD_i] (D1) and (1 − p_{y_i}) ≥ 1 − max p_y
+    with NCKD_i ≥ 0. See :func:`approximation_error_sandwich` for the shapes.
 
     Example:
-      >>> round(float(approximation_error_lower(0.5, 0.9)), 4)
-      0.05
+      >>> round(float(approximation_error_lower(0.5, 0.1, 0.9)), 4)
+      0.15
     """
-    xp = _xp(d_nt, max_py)
-    return (1.0 - _float(xp, max_py)) * _float(xp, d_nt)
+    xp = _xp(d_nt, d_tc, max_py)
+    return _float(xp, d_tc) + (1.0 - _float(xp, max_py)) * _float(xp, d_nt)
 
 
 def approximation_error_upper(d_nt: Array, d_tc: Array, min_py: Array):
@@ -213,7 +228,7 @@ def approximation_error_sandwich_from_examples(
     Example:
       >>> lo, hi = approximation_error_sandwich_from_examples([0.1, 0.3], [1.0, 2.0], [0.5, 0.8])
       >>> round(float(lo), 4), round(float(hi), 4)
-      (0.3, 0.95)
+      (0.5, 0.95)
     """
     s = approximation_error_sandwich_inputs(tckd, nckd, p_y, mask)
     return approximation_error_sandwich(s["d_nt"], s["d_tc"], s["max_py"], s["min_py"])
@@ -483,67 +498,87 @@ def linear_vc_dimension(d: Array):
     return d + 1
 
 
-def multiclass_margin_bound(
+def margin_weight_grid(weight_norm: Array):
+    """(N4-margin, C4) Round Λ up to the grid Λ_j = 2^j (j ≥ 1): returns ``(Λ_j, j)``.
+
+    The margin bounds hold for a class {‖w‖ ≤ Λ} fixed before the data; the trained norm is
+    data-dependent, so the bound is stated for every Λ_j at confidence δ_j = δ/(j(j + 1))
+    (Σ_j δ_j = δ: a union bound) and applied at the smallest Λ_j ≥ Λ. Λ ≤ 2 gives j = 1.
+    A non-finite or negative Λ gives NaN.
+
+    Example:
+      >>> lam, j = margin_weight_grid(np.array([0.3, 2.0, 2.5, 8.0]))
+      >>> lam.tolist(), j.tolist()
+      ([2.0, 2.0, 4.0, 8.0], [1.0, 1.0, 2.0, 3.0])
+    """
+    xp = _xp(weight_norm)
+    lam = _float(xp, weight_norm)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        j = xp.maximum(xp.ceil(xp.log2(xp.maximum(lam, 1e-30))), 1.0)
+        j = j + (2.0**j < lam)  # guard the rounding of log2 at exact powers of two
+    bad = ~xp.isfinite(lam) | (lam < 0)
+    j = xp.where(bad, xp.nan, j)
+    return 2.0**j, j
+
+
+def margin_weight_norm(weights: Array):
+    """(N4-margin, C4) Λ of a linear scorer with augmented weights W̃ = [W; b], ``[..., D, K]``.
+
+    K = 2: ‖w̃₁ − w̃₀‖, the norm of h = s₁ − s₀ (the binary margin bound). K > 2: the
+    Frobenius norm sqrt(Σ_k ‖w̃_k‖²) (the multiclass one). K is the last axis (static).
+
+    Example:
+      >>> float(margin_weight_norm([[1., 4.], [0., 4.]]))  # columns w̃₀ = (1, 0), w̃₁ = (4, 4)
+      5.0
+    """
+    xp = _xp(weights)
+    w = _float(xp, weights)
+    if w.shape[-1] == 2:
+        return xp.sqrt(xp.sum((w[..., 1] - w[..., 0]) ** 2, axis=-1))
+    return xp.sqrt(xp.sum(w * w, axis=(-2, -1)))
+
+
+def margin_bound(
     margin_risk: Array,
     n: Array,
     k: Array,
     rho: Array,
-    r: Array,
     weight_norm: Array,
+    input_frobenius_norm: Array,
     delta: Array,
 ):
-    """(N4) Multiclass margin bound for norm-bounded linear (kernel) hypotheses.
+    """(N4-margin, C4) Margin bound with the empirical Rademacher complexity of a linear class.
 
-    Statement (Mohri, Rostamizadeh, Talwalkar, *Foundations of Machine Learning*, 2nd ed.,
-    ch. 9: the multiclass margin bound with the Rademacher bound of the kernel class): for
-    scores h(x, y) = w_y·Φ(x) with ‖W‖_{2,2} = sqrt(Σ_y ‖w_y‖²) ≤ Λ and ‖Φ(x)‖ ≤ r, with
-    probability at least 1 − δ, for every such h,
-    ``R(h) ≤ R̂_ρ(h) + (4K/ρ)·sqrt(r²Λ²/n) + sqrt(ln(1/δ)/(2n))``.
+    Statement: for scores linear in x̃ = [x, 1] and n i.i.d. training examples, with
+    probability at least 1 − δ, simultaneously for every such classifier,
+    ``R(h) ≤ R̂_ρ(h) + c_K·(Λ_j/ρ)·sqrt(Σ_i ‖x̃_i‖²)/n + 3·sqrt(ln(2/δ_j)/(2n))``,
+    with Λ_j, δ_j = δ/(j(j + 1)) from :func:`margin_weight_grid`.
 
-    Assumptions: i.i.d. training sample of size n; K classes; fixed margin ρ > 0 chosen
-    before seeing the data; linear scores on a fixed feature map (with a bias, append a
-    constant 1 to x, so r = max sqrt(‖x‖² + 1) and Λ includes the biases). ``margin_risk``
-    may be the fraction of training examples with margin ≤ ρ
-    (:func:`empirical_margin_risk`), which upper-bounds the book's ramp-loss risk, so the
-    bound stays valid. It does not certify MLPs. Probabilistic. Not clipped at 1.
+    * K = 2: c_K = 2, h = s₁ − s₀ and Λ ≥ ‖w̃₁ − w̃₀‖ (biases included) — the binary margin
+      bound, Mohri, Rostamizadeh, Talwalkar, *Foundations of Machine Learning* (2nd ed.),
+      Thm 5.8 (empirical-Rademacher form), with ℜ̂_S ≤ (Λ/n)·‖X̃‖_F.
+    * K > 2: c_K = 4K and Λ ≥ the Frobenius norm of the augmented weight matrix — the
+      multiclass margin bound (Thm 9.2) with the same linear-class Rademacher bound.
 
-    Example:
-      >>> round(float(multiclass_margin_bound(0.05, 200, 2, 1.0, 5.0, 2.0, 0.05)), 4)
-      5.7934
-    """
-    xp = _xp(margin_risk, n, k, rho, r, weight_norm, delta)
-    margin_risk, n, k, rho, r, lam, delta = (
-        _float(xp, v) for v in (margin_risk, n, k, rho, r, weight_norm, delta)
-    )
-    complexity = (4.0 * k / rho) * xp.sqrt(r * r * lam * lam / n)
-    return margin_risk + complexity + xp.sqrt(xp.log(1.0 / delta) / (2.0 * n))
-
-
-def binary_margin_bound(
-    margin_risk: Array, m: Array, rho: Array, rademacher: Array, delta: Array
-):
-    """(C4) Binary margin bound with the empirical Rademacher complexity.
-
-    Statement (Mohri et al., 2nd ed., ch. 5, margin bound for binary classification): for
-    real-valued hypotheses h and labels in {−1, +1}, with probability at least 1 − δ over
-    the m training examples, for every h in H,
-    ``R(h) ≤ R̂_ρ(h) + (2/ρ)·ℜ̂_m(H) + 3·sqrt(ln(2/δ)/(2m))``.
-
-    Assumptions: i.i.d. sample; fixed ρ > 0; ``rademacher`` is the empirical Rademacher
-    complexity ℜ̂ of H on the *same* m examples (e.g. :func:`rademacher_linear_closed_form`
-    with Λ the norm bound of the probe; for a two-logit probe use h = s_1 − s_0 and
-    Λ ≥ ‖w_1 − w_0‖). For K > 2 this constant is not the theorem — use the multiclass form
-    (:func:`multiclass_margin_bound`). Probabilistic. Not clipped at 1.
+    ``input_frobenius_norm`` is ‖X̃‖_F = sqrt(Σ_i (‖x_i‖² + 1)) over the n training inputs
+    (data-dependent radii are allowed in the empirical form; no bound on ‖x‖ is assumed).
+    ``margin_risk`` is the fraction of training examples with margin ≤ ρ
+    (:func:`empirical_margin_risk`), which dominates the ramp-loss risk of the theorems.
+    Assumptions: i.i.d. sample, ρ > 0 fixed before the data, a fixed feature map (it does
+    not certify MLPs). Probabilistic. Not clipped at 1 (a value above 1 is vacuous).
 
     Example:
-      >>> round(float(binary_margin_bound(0.1, 100, 0.5, 0.05, 0.1)), 4)
-      0.6672
+      >>> round(float(margin_bound(0.05, 200, 2, 1.0, 3.0, 72.0, 0.05)), 4)
+      3.2812
     """
-    xp = _xp(margin_risk, m, rho, rademacher, delta)
-    margin_risk, m, rho, rad, delta = (
-        _float(xp, v) for v in (margin_risk, m, rho, rademacher, delta)
+    xp = _xp(margin_risk, n, k, rho, weight_norm, input_frobenius_norm, delta)
+    risk, n, k, rho, frob, delta = (
+        _float(xp, v) for v in (margin_risk, n, k, rho, input_frobenius_norm, delta)
     )
-    return margin_risk + (2.0 / rho) * rad + 3.0 * xp.sqrt(xp.log(2.0 / delta) / (2.0 * m))
+    lam, j = margin_weight_grid(_float(xp, weight_norm))
+    c_k = xp.where(k == 2, 2.0, 4.0 * k)
+    delta_j = delta / (j * (j + 1.0))
+    return risk + c_k * lam / rho * frob / n + 3.0 * xp.sqrt(xp.log(2.0 / delta_j) / (2.0 * n))
 
 
 def empirical_margin_risk(
@@ -768,22 +803,22 @@ def pair_disagreement_bound(err_source: Array, disagreement: Array):
     return _float(xp, err_source) + _float(xp, disagreement)
 
 
-def pair_disagreement_split(err_source: Array, epsilon: Array, clean_disagreement: Array):
-    """(C3, last line) ``err_B ≤ err_A + ε + a_clean``.
+def pair_disagreement_split(err_source: Array, broken_fraction: Array, clean_disagreement: Array):
+    """(C3-split) ``err_B ≤ err_A + ε̂ + (1 − ε̂)·a_clean`` with the observed broken fraction ε̂.
 
-    Statement: the pair disagreement splits into pairs whose correspondence is broken
-    (fraction ε) and intact pairs (latents coincide), on which the disagreement rate is
-    a_clean: P[disagree] ≤ P[broken] + P[disagree | intact] ≤ ε + a_clean.
-
-    Deterministic on the evaluation set when ε is the *observed* broken fraction on that
-    set; with ε the generator's expected broken fraction it holds in expectation only.
+    Statement: on an evaluation set of coupled pairs, a fraction ε̂ of which have a broken
+    correspondence, the pair disagreement is P[disagree ∧ broken] + P[disagree ∧ intact]
+    ≤ ε̂ + (1 − ε̂)·a_clean, a_clean the disagreement rate among the intact pairs; the
+    middle line of C3 then gives the bound. Deterministic on that set (ε̂ and a_clean are
+    measured on the same pairs as the errors; see :func:`coupled_pair_statistics`).
 
     Example:
       >>> round(float(pair_disagreement_split(0.1, 0.2, 0.05)), 4)
-      0.35
+      0.34
     """
-    xp = _xp(err_source, epsilon, clean_disagreement)
-    return _float(xp, err_source) + _float(xp, epsilon) + _float(xp, clean_disagreement)
+    xp = _xp(err_source, broken_fraction, clean_disagreement)
+    eps = _float(xp, broken_fraction)
+    return _float(xp, err_source) + eps + (1.0 - eps) * _float(xp, clean_disagreement)
 
 
 def coupled_pair_statistics(
@@ -828,3 +863,128 @@ def coupled_pair_statistics(
         "broken_fraction": _mean(xp, _float(xp, broken), keep),
         "clean_disagreement": _float(xp, clean_dis),
     }
+
+
+# --------------------------------------------------------------------------------------
+# T1: the test-set bound (Clopper–Pearson limits of a binomial error rate).
+# --------------------------------------------------------------------------------------
+
+_BISECTION_STEPS = 64  # halves [0, 1] down to float64 resolution; float32 saturates earlier
+
+
+def _beta_query(xp, q, a, b):
+    """Broadcast (q, a, b), the validity mask, and harmless stand-ins where invalid."""
+    ok = (a > 0) & (b > 0) & (q >= 0) & (q <= 1)
+    return ok, xp.where(ok, q, 0.5), xp.where(ok, a, 1.0), xp.where(ok, b, 1.0)
+
+
+def _bisection_step(xp, betainc, q, a, b, lo, hi):
+    mid = 0.5 * (lo + hi)
+    below = betainc(a, b, mid) < q
+    return xp.where(below, mid, lo), xp.where(below, hi, mid)
+
+
+@jax.jit
+def _beta_quantile_jax(q, a, b):
+    """Bisection on I_x(a, b) = q over x ∈ [0, 1] (``jax.scipy.special.betainc``)."""
+    dtype = jnp.result_type(q, a, b, float)
+    q, a, b = jnp.broadcast_arrays(*(jnp.asarray(v, dtype) for v in (q, a, b)))
+    ok, q, a, b = _beta_query(jnp, q, a, b)
+    step = lambda _, bracket: _bisection_step(
+        jnp, jax.scipy.special.betainc, q, a, b, *bracket)
+    lo, hi = jax.lax.fori_loop(0, _BISECTION_STEPS, step, (jnp.zeros_like(q), jnp.ones_like(q)))
+    return jnp.where(ok, 0.5 * (lo + hi), jnp.nan)
+
+
+def _beta_quantile_numpy(q, a, b):
+    """The same bisection in numpy float64 on ``scipy.special.betainc`` (results tables)."""
+    from scipy import special
+
+    q, a, b = np.broadcast_arrays(*(np.asarray(v, np.float64) for v in (q, a, b)))
+    with np.errstate(invalid="ignore"):
+        ok, q, a, b = _beta_query(np, q, a, b)
+    lo, hi = np.zeros_like(q), np.ones_like(q)
+    for _ in range(_BISECTION_STEPS):
+        lo, hi = _bisection_step(np, special.betainc, q, a, b, lo, hi)
+    return np.where(ok, 0.5 * (lo + hi), np.nan)
+
+
+def beta_quantile(q: Array, a: Array, b: Array):
+    """(T1 helper) Quantile function of Beta(a, b): the x ∈ [0, 1] with I_x(a, b) = q.
+
+    Bisection (64 halvings of [0, 1]) on the regularised incomplete beta function,
+    elementwise and broadcasting: with jax inputs (or under ``jit``/``vmap``) on
+    ``jax.scipy.special.betainc`` in the inputs' precision; with numpy inputs on
+    ``scipy.special.betainc`` in float64 (fast on a results table). NaN where a ≤ 0,
+    b ≤ 0, q ∉ [0, 1] or any input is NaN.
+
+    Example:
+      >>> round(float(beta_quantile(0.5, 2.0, 2.0)), 6)
+      0.5
+    """
+    if _xp(q, a, b) is jnp:
+        return _beta_quantile_jax(q, a, b)
+    return _beta_quantile_numpy(q, a, b)
+
+
+def error_count(err: Array, n: Array):
+    """(T1 helper) Number of errors k = round(err·n) from an error fraction over n examples."""
+    xp = _xp(err, n)
+    return xp.round(_float(xp, err) * _float(xp, n))
+
+
+def _cp_inputs(k, n, delta):
+    xp = _xp(k, n, delta)
+    k, n, delta = (_float(xp, v) for v in (k, n, delta))
+    valid = (n >= 1) & (k >= 0) & (k <= n) & (delta > 0) & (delta < 1) & (k == xp.round(k))
+    return xp, k, n, delta, valid
+
+
+def clopper_pearson_upper(k: Array, n: Array, delta: Array):
+    """(T1, upper) One-sided Clopper–Pearson upper limit ``Beta⁻¹(1 − δ; k + 1, n − k)``.
+
+    Statement: for a classifier fixed before n i.i.d. test examples are drawn, with k the
+    number of its test errors, ``P[R > CP_upper(k, n, δ)] ≤ δ`` over the test sample
+    (Clopper & Pearson 1934; Langford 2005, "Tutorial on practical prediction theory",
+    the test-set bound). 1 at k = n. Kind test-set: it must never be judged against the
+    test set it was computed from. NaN where k ∉ {0, …, n}, n < 1 or δ ∉ (0, 1).
+
+    Example:
+      >>> round(float(clopper_pearson_upper(0, 100, 0.05)), 6)  # 1 − 0.05^(1/100)
+      0.029513
+    """
+    xp, k, n, delta, valid = _cp_inputs(k, n, delta)
+    q = beta_quantile(1.0 - delta, k + 1.0, xp.where(k < n, n - k, 1.0))
+    return xp.where(valid, xp.where(k >= n, 1.0, q), xp.nan)
+
+
+def clopper_pearson_lower(k: Array, n: Array, delta: Array):
+    """(T1, lower) One-sided Clopper–Pearson lower limit ``Beta⁻¹(δ; k, n − k + 1)``.
+
+    Statement: ``P[R < CP_lower(k, n, δ)] ≤ δ`` over the test sample, for a classifier
+    fixed before it is drawn. 0 at k = 0. Kind test-set. NaN on invalid inputs as for
+    :func:`clopper_pearson_upper`.
+
+    Example:
+      >>> round(float(clopper_pearson_lower(100, 100, 0.05)), 6)  # 0.05^(1/100)
+      0.970487
+    """
+    xp, k, n, delta, valid = _cp_inputs(k, n, delta)
+    q = beta_quantile(delta, xp.where(k > 0, k, 1.0), n - k + 1.0)
+    return xp.where(valid, xp.where(k <= 0, 0.0, q), xp.nan)
+
+
+def clopper_pearson_interval(err: Array, n: Array, delta: Array):
+    """(T1) ``(lower, upper)`` Clopper–Pearson limits on R from a test error fraction.
+
+    k = round(err·n) (:func:`error_count`), then :func:`clopper_pearson_lower` and
+    :func:`clopper_pearson_upper`, each at level δ (one-sided; both together hold with
+    probability ≥ 1 − 2δ).
+
+    Example:
+      >>> lo, hi = clopper_pearson_interval(0.3, 1000, 0.05)
+      >>> round(float(lo), 4), round(float(hi), 4)
+      (0.2761, 0.3248)
+    """
+    k = error_count(err, n)
+    return clopper_pearson_lower(k, n, delta), clopper_pearson_upper(k, n, delta)

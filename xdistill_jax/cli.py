@@ -4,16 +4,21 @@
   xdistill plot --workdir=runs/g
 
 Only flag parsing happens here (the flax-examples shape); the work is in `xdistill_jax.sweep`.
+Every user error (a bad flag, config file, config field or value, work directory) is reported
+before anything compiles as one line `xdistill: error: ...` on stderr, with exit status 2.
 """
 
+import importlib.util
 import os
 import sys
 
+import ml_collections
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from xdistill_jax import config_schema
 from xdistill_jax.config_schema import ConfigError
 
 COMMANDS = ('run', 'plot', 'analyze')
@@ -23,6 +28,8 @@ _USAGE = ('usage: xdistill {run,plot,analyze} [flags]\n'
           '  analyze  --teacher=T.npy --student=S.npy --labels=Y.npy --workdir=DIR  '
           '(theory for your own models; xdistill analyze --help)\n')
 
+_HELP_FLAGS = {'-h', '--help', '-?', '--helpshort', '--helpfull', '--helpxml'}
+
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Sweep config file (get_config()).',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for results, checkpoints, figures.')
@@ -30,12 +37,90 @@ _DISTRIBUTED = flags.DEFINE_bool(
     'distributed', False, 'Call jax.distributed.initialize() first (multi-host GPU or TPU).')
 
 
+def fail(message: str):
+  """A user error: one line `xdistill: error: ...` on stderr, exit status 2."""
+  print(f'xdistill: error: {" ".join(str(message).split())}', file=sys.stderr, flush=True)
+  sys.exit(2)
+
+
+def _config_spec(argv: list[str]) -> str | None:
+  """The value of --config in `argv` (`--config=X` or `--config X`), else None."""
+  for i, arg in enumerate(argv):
+    if arg.startswith('--config='):
+      return arg.split('=', 1)[1]
+    if arg == '--config' and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _load_config_file(spec: str):
+  """`get_config(*args)` of the file in `spec` ('path.py' or 'path.py:arg'), or a user error."""
+  path, *args = spec.split(':', 1)
+  if not os.path.isfile(path):
+    fail(f'--config={spec}: {path} is not a file')
+  try:
+    module_spec = importlib.util.spec_from_file_location('_xdistill_config', path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+  except Exception as error:  # a user file: any failure is the user's to fix
+    fail(f'--config={spec}: cannot load {path}: {type(error).__name__}: {error}')
+  if not callable(getattr(module, 'get_config', None)):
+    fail(f'--config={spec}: {path} has no get_config() function')
+  try:
+    config = module.get_config(*args)
+  except Exception as error:
+    fail(f'--config={spec}: get_config({", ".join(map(repr, args))}) raised '
+         f'{type(error).__name__}: {error}')
+  if not isinstance(config, ml_collections.ConfigDict):
+    fail(f'--config={spec}: get_config() returned {type(config).__name__}, not a ConfigDict')
+  return config
+
+
+def _check_overrides(argv: list[str]) -> None:
+  """The config file loads, and every --config.FIELD names one of its fields (else: the
+  closest one), so that ml_collections never raises on a misspelt override."""
+  spec = _config_spec(argv)
+  overrides = [a.split('.', 1)[1].split('=', 1)[0] for a in argv
+               if a.startswith(('--config.', '--noconfig.'))]  # --noconfig.X: a False bool
+  if spec is None:
+    if overrides:
+      fail(f'--config.{overrides[0]} given without --config=FILE')
+    return
+  config = _load_config_file(spec)
+  for field in overrides:
+    message = config_schema.unknown_override(config, field)
+    if message:
+      fail(f'{message} (in {spec})')
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing in which every problem is a one-line user error."""
+  if _HELP_FLAGS & set(argv[1:]):
+    try:
+      flags.FLAGS(argv)
+    except SystemExit:  # absl prints the help and exits with status 1
+      sys.exit(0)
+    except Exception:  # a bad flag before the help flag: reported as a user error below
+      pass
+  _check_overrides(argv)
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as error:
+    fail(error)
+  except Exception as error:  # e.g. a value ml_collections cannot convert
+    fail(f'{type(error).__name__}: {error}')
+
+
 def _main(command: str):
   def main(argv):
     if len(argv) > 1:
-      raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+      fail(f'unexpected arguments: {" ".join(argv[1:])} (flags are written --name=value)')
     if not _WORKDIR.value:
-      raise app.UsageError('--workdir is required.')
+      fail(f'--workdir is required (xdistill {command} --workdir=DIR)')
+    if command == 'run' and _CONFIG.value is None:
+      fail('--config is required (xdistill run --config=configs/NAME.py --workdir=DIR)')
+    if os.path.exists(_WORKDIR.value) and not os.path.isdir(_WORKDIR.value):
+      fail(f'--workdir={_WORKDIR.value} is a file, not a directory')
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint at INFO
     if _DISTRIBUTED.value:
       import jax
@@ -43,14 +128,11 @@ def _main(command: str):
     from xdistill_jax.sweep import runner  # imported after parsing: keeps --help fast
     try:
       if command == 'run':
-        if _CONFIG.value is None:
-          raise app.UsageError('--config is required.')
         runner.run(_CONFIG.value, _WORKDIR.value)
       else:
         runner.finalize(_WORKDIR.value)
     except ConfigError as error:
-      print(f'xdistill: error: {error}', file=sys.stderr)
-      sys.exit(2)
+      fail(error)
   return main
 
 
@@ -71,7 +153,6 @@ def configure_jax() -> None:
     an empty string to disable): re-running a sweep with another seed or overlap reuses the
     compiled program, since those are traced values.
   """
-  import importlib.util
   import jax
   flags_set = os.environ.get('XLA_FLAGS', '')
   if 'xla_force_host_platform_device_count' not in flags_set:
@@ -93,15 +174,19 @@ def configure_jax() -> None:
 
 def main(argv=None):
   argv = list(sys.argv if argv is None else argv)
+  if len(argv) >= 2 and argv[1] in ('-h', '--help', 'help'):
+    sys.stdout.write(_USAGE)
+    sys.exit(0)
+  if len(argv) < 2:
+    fail(f'no command given; expected one of {", ".join(COMMANDS)} (xdistill --help)')
+  if argv[1] not in COMMANDS:
+    fail(f'unknown command {argv[1]!r}; expected one of {", ".join(COMMANDS)} (xdistill --help)')
   configure_jax()
-  if len(argv) < 2 or argv[1] not in COMMANDS:
-    sys.stderr.write(_USAGE)
-    sys.exit(2)
   command = argv.pop(1)
   if command == 'analyze':
     from xdistill_jax import analyze  # its own argparse flags
     sys.exit(analyze.main(argv[1:]))
-  app.run(_main(command), argv=argv)
+  app.run(_main(command), argv=argv, flags_parser=_parse_flags)
 
 
 if __name__ == '__main__':

@@ -17,6 +17,9 @@ class ConfigError(ValueError):
 def _get(config, field: str):
   node = config
   for part in field.split('.'):
+    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+      raise ConfigError(f'config.{field} is missing; every config of this experiment sets it '
+                        '(start from its file in configs/).')
     node = node[part]
   return node
 
@@ -30,11 +33,26 @@ def known_fields(config: ml_collections.ConfigDict, allowed: Iterable[str]) -> N
   allowed = set(allowed)
   for field in _flatten_names(config):
     if field not in allowed:
-      close = difflib.get_close_matches(field, sorted(allowed), n=1)
-      hint = f' Did you mean config.{close[0]}?' if close else ''
       raise ConfigError(
-          f'config.{field} is not a field of this experiment.{hint} '
+          f'config.{field} is not a field of this experiment.{did_you_mean(field, allowed)} '
           f'Known fields: {", ".join(sorted(allowed))}.')
+
+
+def did_you_mean(field: str, allowed: Iterable[str]) -> str:
+  """' Did you mean config.X?' for the closest of `allowed` to `field`, or ''."""
+  close = difflib.get_close_matches(field, sorted(allowed), n=1)
+  return f' Did you mean config.{close[0]}?' if close else ''
+
+
+def unknown_override(config: ml_collections.ConfigDict, field: str) -> str | None:
+  """If the dotted `field` is not in `config`, the message naming it and its closest match."""
+  node = config
+  for part in field.split('.'):
+    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+      names = list(_flatten_names(config))
+      return f'config.{field} is not a field of this config.{did_you_mean(field, names)}'
+    node = node[part]
+  return None
 
 
 def _flatten_names(config, prefix=''):

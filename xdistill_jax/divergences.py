@@ -50,401 +50,435 @@ _LN2 = math.log(2.0)
 # One implementation of KL / JS / TV between two log-distributions (last axis).
 # --------------------------------------------------------------------------------------------
 def _kl_log(log_p, log_q):
-    """KL(p‖q) = Σ_k p_k (log p_k − log q_k) from log-probabilities.
+  r"""KL(p‖q) = Σ_k p_k δ_k, δ_k = log p_k − log q_k, from normalised log-probabilities.
 
-    Terms with p_k = 0 (``log_p = -inf``) contribute exactly 0, with zero gradient: the
-    "double where" keeps ``-inf - -inf`` out of both the forward and the backward pass.
-    """
-    support = log_p > -jnp.inf
-    log_p = jnp.where(support, log_p, 0.0)
-    log_q = jnp.where(support, log_q, 0.0)
-    return jnp.sum(jnp.where(support, jnp.exp(log_p) * (log_p - log_q), 0.0), axis=-1)
+  Summed as it stands, Σ p_k δ_k adds terms of size |δ_k| into a total of size O(δ²), and
+  a rounding of the normaliser of log p or log q (≈ 1 ulp of log K) enters it in full: in
+  float32 a KL near 1e-6 comes out with a large relative error, even negative. With
+  ā = Σ p δ, b_k = δ_k − ā and Σ p = Σ q = 1, the same value is
+
+  .. math:: \mathrm{KL} = \log\!\big(1 + \textstyle\sum_k p_k\,(e^{-b_k} - 1 + b_k)\big)
+            - \log(1 - q_{\text{out}}),
+
+  q_out the mass of q outside the support of p. Every term is >= 0 and O(b²), and a rounding
+  of ā or of either normaliser shifts all b_k together and cancels to first order: the
+  result keeps float32's relative precision and is never negative. ``expm1`` gives the
+  small terms; for b_k <= −1 a term is ``exp(log p_k − b_k) − p_k + p_k b_k``. This form is
+  used where Σ p δ < 1; a larger KL has no cancellation to fear, and Σ p δ is used as it
+  stands (so nothing overflows, whatever the logits). Terms with p_k = 0 (``log_p = -inf``)
+  enter only through q_out; q_k = 0 < p_k gives +inf. "Double wheres" keep inf and NaN out
+  of the backward pass.
+  """
+  support = log_p > -jnp.inf
+  lp = jnp.where(support, log_p, 0.0)
+  delta = lp - jnp.where(support, log_q, 0.0)
+  infinite = jnp.any(delta == jnp.inf, axis=-1)
+  delta = jnp.where(delta == jnp.inf, 0.0, delta)
+  p = jnp.where(support, jnp.exp(lp), 0.0)
+  plain = jnp.sum(p * delta, axis=-1)
+  small = plain < 1.0
+  b = delta - jnp.where(small, plain, 0.0)[..., None]
+  near = b > -1.0
+  b_near, b_far = jnp.where(near, b, 0.0), jnp.where(near, -1.0, b)
+  terms = jnp.where(near, p * (jnp.expm1(-b_near) + b_near),
+                    jnp.exp(lp - b_far) - p + p * b_far)
+  spread = jnp.sum(jnp.where(support, terms, 0.0), axis=-1)
+  q_out = jnp.sum(jnp.where(support, 0.0, jnp.exp(log_q)), axis=-1)
+  precise = jnp.log1p(spread) - jnp.log1p(-q_out)
+  return jnp.where(infinite, jnp.inf, jnp.where(small, precise, plain))
 
 
 def _log_mixture(log_p, log_q):
-    """log m with m = (p + q) / 2; ``-inf`` where p = q = 0 (NaN-free values and gradients)."""
-    either = (log_p > -jnp.inf) | (log_q > -jnp.inf)
-    log_m = jnp.logaddexp(jnp.where(either, log_p, 0.0), jnp.where(either, log_q, 0.0)) - _LN2
-    return jnp.where(either, log_m, -jnp.inf)
+  """log m with m = (p + q) / 2; ``-inf`` where p = q = 0 (NaN-free values and gradients)."""
+  either = (log_p > -jnp.inf) | (log_q > -jnp.inf)
+  log_m = jnp.logaddexp(jnp.where(either, log_p, 0.0), jnp.where(either, log_q, 0.0)) - _LN2
+  return jnp.where(either, log_m, -jnp.inf)
 
 
 def _js_log(log_p, log_q):
-    """JS(p, q) = ½ KL(p‖m) + ½ KL(q‖m), m = (p + q)/2, from log-probabilities."""
-    log_m = _log_mixture(log_p, log_q)
-    return 0.5 * (_kl_log(log_p, log_m) + _kl_log(log_q, log_m))
+  """JS(p, q) = ½ KL(p‖m) + ½ KL(q‖m), m = (p + q)/2, from log-probabilities."""
+  log_m = _log_mixture(log_p, log_q)
+  return 0.5 * (_kl_log(log_p, log_m) + _kl_log(log_q, log_m))
 
 
 def _js_reversed_log(log_p, log_q):
-    """½ [KL(m‖p) + KL(m‖q)], m = (p + q)/2 (the NTDH code's arguments; unbounded)."""
-    log_m = _log_mixture(log_p, log_q)
-    return 0.5 * (_kl_log(log_m, log_p) + _kl_log(log_m, log_q))
+  """½ [KL(m‖p) + KL(m‖q)], m = (p + q)/2 (the NTDH code's arguments; unbounded)."""
+  log_m = _log_mixture(log_p, log_q)
+  return 0.5 * (_kl_log(log_m, log_p) + _kl_log(log_m, log_q))
 
 
 def _tv_log(log_p, log_q):
-    """TV(p, q) = ½ Σ_k |p_k − q_k| from log-probabilities."""
-    return 0.5 * jnp.sum(jnp.abs(jnp.exp(log_p) - jnp.exp(log_q)), axis=-1)
+  """TV(p, q) = ½ Σ_k |p_k − q_k| from log-probabilities."""
+  return 0.5 * jnp.sum(jnp.abs(jnp.exp(log_p) - jnp.exp(log_q)), axis=-1)
 
 
 def _log_softmax(logits, temperature):
-    return jax.nn.log_softmax(logits / temperature, axis=-1)
+  return jax.nn.log_softmax(logits / temperature, axis=-1)
 
 
 # --------------------------------------------------------------------------------------------
 # Full-distribution divergences.
 # --------------------------------------------------------------------------------------------
 def kl(p_logits, q_logits, temperature=1.0):
-    r"""Kullback–Leibler divergence KL(p‖q) between two softmax distributions.
+  r"""Kullback–Leibler divergence KL(p‖q) between two softmax distributions.
 
-    .. math:: \mathrm{KL}(p\|q) = \sum_k p_k (\log p_k - \log q_k),\quad
-              p = \mathrm{softmax}(z_p/T),\; q = \mathrm{softmax}(z_q/T).
+  .. math:: \mathrm{KL}(p\|q) = \sum_k p_k (\log p_k - \log q_k),\quad
+            p = \mathrm{softmax}(z_p/T),\; q = \mathrm{softmax}(z_q/T).
 
-    Reference: Kullback & Leibler (1951); used as the KD loss by Hinton et al. (2015).
-    theory.md §1. Computed from log-softmax; zero probabilities contribute exactly 0.
+  Reference: Kullback & Leibler (1951); used as the KD loss by Hinton et al. (2015).
+  theory.md §1. Computed from log-softmax; zero probabilities contribute exactly 0.
 
-    Args:
-      p_logits: ``[..., K]`` logits of p (the teacher).
-      q_logits: ``[..., K]`` logits of q (the student).
-      temperature: softmax temperature T.
+  Args:
+    p_logits: ``[..., K]`` logits of p (the teacher).
+    q_logits: ``[..., K]`` logits of q (the student).
+    temperature: softmax temperature T.
 
-    Returns:
-      ``[...]`` per-example KL in nats (no T² factor).
+  Returns:
+    ``[...]`` per-example KL in nats (no T² factor).
 
-    Example:
-      >>> import jax.numpy as jnp
-      >>> float(kl(jnp.array([0.0, 0.0]), jnp.array([0.0, 0.0])))
-      0.0
-      >>> round(float(kl(jnp.log(jnp.array([0.5, 0.5])), jnp.log(jnp.array([0.9, 0.1])))), 4)
-      0.5108
-    """
-    return _kl_log(_log_softmax(p_logits, temperature), _log_softmax(q_logits, temperature))
+  Example:
+    >>> import jax.numpy as jnp
+    >>> float(kl(jnp.array([0.0, 0.0]), jnp.array([0.0, 0.0])))
+    0.0
+    >>> round(float(kl(jnp.log(jnp.array([0.5, 0.5])), jnp.log(jnp.array([0.9, 0.1])))), 4)
+    0.5108
+  """
+  return _kl_log(_log_softmax(p_logits, temperature), _log_softmax(q_logits, temperature))
 
 
 def js(p_logits, q_logits, temperature=1.0):
-    r"""Jensen–Shannon divergence between two softmax distributions.
+  r"""Jensen–Shannon divergence between two softmax distributions.
 
-    .. math:: \mathrm{JS}(p, q) = \tfrac12 \mathrm{KL}(p\|m) + \tfrac12 \mathrm{KL}(q\|m),
-              \quad m = (p + q)/2 .
+  .. math:: \mathrm{JS}(p, q) = \tfrac12 \mathrm{KL}(p\|m) + \tfrac12 \mathrm{KL}(q\|m),
+            \quad m = (p + q)/2 .
 
-    Symmetric, ``0 <= js <= ln 2`` (theory.md D3). Reference: Lin, "Divergence measures based
-    on the Shannon entropy", IEEE Trans. Inf. Theory 1991.
+  Symmetric, ``0 <= js <= ln 2`` (theory.md D3). Reference: Lin, "Divergence measures based
+  on the Shannon entropy", IEEE Trans. Inf. Theory 1991.
 
-    Args:
-      p_logits: ``[..., K]`` logits of p (the teacher).
-      q_logits: ``[..., K]`` logits of q (the student).
-      temperature: softmax temperature T.
+  Args:
+    p_logits: ``[..., K]`` logits of p (the teacher).
+    q_logits: ``[..., K]`` logits of q (the student).
+    temperature: softmax temperature T.
 
-    Returns:
-      ``[...]`` per-example JS in nats.
+  Returns:
+    ``[...]`` per-example JS in nats.
 
-    Example:
-      >>> import jax.numpy as jnp
-      >>> round(float(js(jnp.array([1e4, 0.0]), jnp.array([0.0, 1e4]))), 4)  # ln 2
-      0.6931
-    """
-    return _js_log(_log_softmax(p_logits, temperature), _log_softmax(q_logits, temperature))
+  Example:
+    >>> import jax.numpy as jnp
+    >>> round(float(js(jnp.array([1e4, 0.0]), jnp.array([0.0, 1e4]))), 4)  # ln 2
+    0.6931
+  """
+  return _js_log(_log_softmax(p_logits, temperature), _log_softmax(q_logits, temperature))
 
 
 def tv(p_logits, q_logits, temperature=1.0):
-    r"""Total variation distance between two softmax distributions.
+  r"""Total variation distance between two softmax distributions.
 
-    .. math:: \mathrm{TV}(p, q) = \tfrac12 \sum_k |p_k - q_k| .
+  .. math:: \mathrm{TV}(p, q) = \tfrac12 \sum_k |p_k - q_k| .
 
-    Symmetric, ``0 <= tv <= 1`` (theory.md D3) and ``tv <= sqrt(kl / 2)`` (Pinsker, D2).
+  Symmetric, ``0 <= tv <= 1`` (theory.md D3) and ``tv <= sqrt(kl / 2)`` (Pinsker, D2).
 
-    Args:
-      p_logits: ``[..., K]`` logits of p (the teacher).
-      q_logits: ``[..., K]`` logits of q (the student).
-      temperature: softmax temperature T.
+  Args:
+    p_logits: ``[..., K]`` logits of p (the teacher).
+    q_logits: ``[..., K]`` logits of q (the student).
+    temperature: softmax temperature T.
 
-    Returns:
-      ``[...]`` per-example TV.
+  Returns:
+    ``[...]`` per-example TV.
 
-    Example:
-      >>> import jax.numpy as jnp
-      >>> round(float(tv(jnp.log(jnp.array([0.5, 0.5])), jnp.log(jnp.array([0.9, 0.1])))), 4)
-      0.4
-    """
-    return _tv_log(_log_softmax(p_logits, temperature), _log_softmax(q_logits, temperature))
+  Example:
+    >>> import jax.numpy as jnp
+    >>> round(float(tv(jnp.log(jnp.array([0.5, 0.5])), jnp.log(jnp.array([0.9, 0.1])))), 4)
+    0.4
+  """
+  return _tv_log(_log_softmax(p_logits, temperature), _log_softmax(q_logits, temperature))
 
 
 # --------------------------------------------------------------------------------------------
 # Target / non-target decomposition (Decoupled KD).
 # --------------------------------------------------------------------------------------------
 def target_split(logits, labels, temperature=1.0):
-    r"""Split a softmax distribution into its binary target part and non-target part.
+  r"""Split a softmax distribution into its binary target part and non-target part.
 
-    With p = softmax(z/T) and target class y:
+  With p = softmax(z/T) and target class y:
 
-    .. math:: b(p) = (p_y,\; 1 - p_y), \qquad
-              \hat p_k = p_k / (1 - p_y) \;(k \neq y), \quad \hat p_y = 0 .
+  .. math:: b(p) = (p_y,\; 1 - p_y), \qquad
+            \hat p_k = p_k / (1 - p_y) \;(k \neq y), \quad \hat p_y = 0 .
 
-    Everything is computed from the logits by log-sum-exp over k ≠ y:
-    ``log p_y = z_y − LSE(z)``, ``log(1 − p_y) = LSE_{k≠y}(z) − LSE(z)`` and
-    ``log p̂_k = z_k − LSE_{k≠y}(z)``, so there is no log(0), no 0/0 and no cancelling
-    difference; values and gradients are NaN-free (the masked target entry is a constant
-    ``-inf``). Reference: Zhao et al., "Decoupled Knowledge Distillation", CVPR 2022;
-    theory.md §1. Requires K >= 2.
+  Everything is computed in log space from the logits shifted by their maximum,
+  ``z' = z/T − stop_gradient(max_k z_k/T)`` (no value or gradient changes: log-softmax is
+  shift invariant): ``log p_y = log_softmax(z')_y``, ``log(1 − p_y) = LSE_{k≠y}(z') −
+  LSE(z')`` and ``log p̂ = log_softmax`` of ``z'`` with the target entry set to ``-inf``.
+  After the shift every log-sum-exp lies in ``[max_{k≠y} z'_k, log K]``, so float32 keeps
+  its relative precision whatever max|z|/T is (unshifted, ``z_y − LSE(z)`` loses
+  ``max|z|/T`` ulps). There is no log(0), no 0/0 and no cancelling difference; values and
+  gradients are NaN-free (the masked target entry is a constant ``-inf``). Reference: Zhao
+  et al., "Decoupled Knowledge Distillation", CVPR 2022; theory.md §1. Requires K >= 2.
 
-    Args:
-      logits: ``[..., K]`` logits.
-      labels: ``[...]`` integer target classes in ``[0, K)``.
-      temperature: softmax temperature T.
+  Args:
+    logits: ``[..., K]`` logits.
+    labels: ``[...]`` integer target classes in ``[0, K)``.
+    temperature: softmax temperature T.
 
-    Returns:
-      ``(log_binary, log_non_target)``: ``log_binary`` ``[..., 2]`` = (log p_y, log(1 − p_y));
-      ``log_non_target`` ``[..., K]`` = log p̂, with ``-inf`` at the target class.
+  Returns:
+    ``(log_binary, log_non_target)``: ``log_binary`` ``[..., 2]`` = (log p_y, log(1 − p_y));
+    ``log_non_target`` ``[..., K]`` = log p̂, with ``-inf`` at the target class.
 
-    Example:
-      >>> import jax.numpy as jnp
-      >>> log_b, log_nt = target_split(jnp.log(jnp.array([0.5, 0.3, 0.2])), jnp.array(0))
-      >>> [round(float(v), 4) for v in jnp.exp(jnp.concatenate([log_b, log_nt]))]
-      [0.5, 0.5, 0.0, 0.6, 0.4]
-    """
-    z = logits / temperature
-    is_target = jnp.arange(z.shape[-1]) == jnp.asarray(labels)[..., None]
-    lse_all = jax.nn.logsumexp(z, axis=-1)
-    lse_rest = jax.nn.logsumexp(jnp.where(is_target, -jnp.inf, z), axis=-1)
-    z_target = jnp.sum(jnp.where(is_target, z, 0.0), axis=-1)
-    log_binary = jnp.stack([z_target - lse_all, lse_rest - lse_all], axis=-1)
-    log_non_target = jnp.where(is_target, -jnp.inf, z - lse_rest[..., None])
-    return log_binary, log_non_target
+  Example:
+    >>> import jax.numpy as jnp
+    >>> log_b, log_nt = target_split(jnp.log(jnp.array([0.5, 0.3, 0.2])), jnp.array(0))
+    >>> [round(float(v), 4) for v in jnp.exp(jnp.concatenate([log_b, log_nt]))]
+    [0.5, 0.5, 0.0, 0.6, 0.4]
+  """
+  z = logits / temperature
+  z = z - jax.lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))
+  is_target = jnp.arange(z.shape[-1]) == jnp.asarray(labels)[..., None]
+  rest = jnp.where(is_target, -jnp.inf, z)
+  log_p_target = jnp.sum(jnp.where(is_target, jax.nn.log_softmax(z, axis=-1), 0.0), axis=-1)
+  log_p_rest = jax.nn.logsumexp(rest, axis=-1) - jax.nn.logsumexp(z, axis=-1)
+  log_binary = jnp.stack([log_p_target, log_p_rest], axis=-1)
+  return log_binary, jax.nn.log_softmax(rest, axis=-1)
 
 
 def _split_pair(teacher_logits, student_logits, labels, temperature):
-    """((log b(p), log b(q)), (log p̂, log q̂))."""
-    (b_p, p_hat), (b_q, q_hat) = (target_split(z, labels, temperature)
-                                  for z in (teacher_logits, student_logits))
-    return (b_p, b_q), (p_hat, q_hat)
+  """((log b(p), log b(q)), (log p̂, log q̂))."""
+  (b_p, p_hat), (b_q, q_hat) = (target_split(z, labels, temperature)
+                                for z in (teacher_logits, student_logits))
+  return (b_p, b_q), (p_hat, q_hat)
 
 
 def target_kl(teacher_logits, student_logits, labels, temperature=1.0):
-    r"""Target-class KD (TCKD): KL between the binary target distributions.
+  r"""Target-class KD (TCKD): KL between the binary target distributions.
 
-    .. math:: \mathrm{TCKD} = \mathrm{KL}(b(p)\|b(q)), \quad b(p) = (p_y, 1 - p_y).
+  .. math:: \mathrm{TCKD} = \mathrm{KL}(b(p)\|b(q)), \quad b(p) = (p_y, 1 - p_y).
 
-    Reference: Zhao et al., "Decoupled Knowledge Distillation", CVPR 2022 (Eq. 1–4);
-    theory.md §1 and D1.
+  Reference: Zhao et al., "Decoupled Knowledge Distillation", CVPR 2022 (Eq. 1–4);
+  theory.md §1 and D1.
 
-    Args:
-      teacher_logits: ``[..., K]`` teacher logits (p).
-      student_logits: ``[..., K]`` student logits (q).
-      labels: ``[...]`` integer target classes.
-      temperature: softmax temperature T.
+  Args:
+    teacher_logits: ``[..., K]`` teacher logits (p).
+    student_logits: ``[..., K]`` student logits (q).
+    labels: ``[...]`` integer target classes.
+    temperature: softmax temperature T.
 
-    Returns:
-      ``[...]`` per-example TCKD in nats.
+  Returns:
+    ``[...]`` per-example TCKD in nats.
 
-    Example:
-      >>> import jax.numpy as jnp
-      >>> t, s = jnp.log(jnp.array([0.5, 0.3, 0.2])), jnp.log(jnp.array([0.5, 0.1, 0.4]))
-      >>> round(float(target_kl(t, s, jnp.array(0))), 6)  # same p_y: binary parts agree
-      0.0
-    """
-    (b_p, b_q), _ = _split_pair(teacher_logits, student_logits, labels, temperature)
-    return _kl_log(b_p, b_q)
+  Example:
+    >>> import jax.numpy as jnp
+    >>> t, s = jnp.log(jnp.array([0.5, 0.3, 0.2])), jnp.log(jnp.array([0.5, 0.1, 0.4]))
+    >>> round(float(target_kl(t, s, jnp.array(0))), 6)  # same p_y: binary parts agree
+    0.0
+  """
+  (b_p, b_q), _ = _split_pair(teacher_logits, student_logits, labels, temperature)
+  return _kl_log(b_p, b_q)
 
 
 def non_target_kl(teacher_logits, student_logits, labels, temperature=1.0):
-    r"""Non-target-class KD (NCKD): KL between the renormalised non-target distributions.
+  r"""Non-target-class KD (NCKD): KL between the renormalised non-target distributions.
 
-    .. math:: \mathrm{NCKD} = \mathrm{KL}(\hat p\|\hat q), \quad
-              \hat p_k = p_k/(1-p_y),\; k \neq y .
+  .. math:: \mathrm{NCKD} = \mathrm{KL}(\hat p\|\hat q), \quad
+            \hat p_k = p_k/(1-p_y),\; k \neq y .
 
-    With (D1) ``kl = target_kl + (1 - p_y) * non_target_kl``. For K = 2, p̂ is a point mass and
-    the result is exactly 0 with zero gradient (D4). This is the primary "non-target
-    divergence" D_NT of NTDH (Chen et al., arXiv 2409.02438). Reference: Zhao et al., CVPR 2022.
+  With (D1) ``kl = target_kl + (1 - p_y) * non_target_kl``. For K = 2, p̂ is a point mass and
+  the result is exactly 0 with zero gradient (D4). This is the primary "non-target
+  divergence" D_NT of NTDH (Chen et al., arXiv 2409.02438). Reference: Zhao et al., CVPR 2022.
 
-    Args:
-      teacher_logits: ``[..., K]`` teacher logits (p).
-      student_logits: ``[..., K]`` student logits (q).
-      labels: ``[...]`` integer target classes.
-      temperature: softmax temperature T.
+  Args:
+    teacher_logits: ``[..., K]`` teacher logits (p).
+    student_logits: ``[..., K]`` student logits (q).
+    labels: ``[...]`` integer target classes.
+    temperature: softmax temperature T.
 
-    Returns:
-      ``[...]`` per-example NCKD in nats.
+  Returns:
+    ``[...]`` per-example NCKD in nats.
 
-    Example:
-      >>> import jax.numpy as jnp
-      >>> t, s = jnp.log(jnp.array([0.5, 0.3, 0.2])), jnp.log(jnp.array([0.8, 0.12, 0.08]))
-      >>> round(float(non_target_kl(t, s, jnp.array(0))), 6)  # p̂ = q̂ = (0, .6, .4)
-      0.0
-    """
-    _, (p_hat, q_hat) = _split_pair(teacher_logits, student_logits, labels, temperature)
-    return _kl_log(p_hat, q_hat)
+  Example:
+    >>> import jax.numpy as jnp
+    >>> t, s = jnp.log(jnp.array([0.5, 0.3, 0.2])), jnp.log(jnp.array([0.8, 0.12, 0.08]))
+    >>> round(float(non_target_kl(t, s, jnp.array(0))), 6)  # p̂ = q̂ = (0, .6, .4)
+    0.0
+  """
+  _, (p_hat, q_hat) = _split_pair(teacher_logits, student_logits, labels, temperature)
+  return _kl_log(p_hat, q_hat)
 
 
 def non_target_js(teacher_logits, student_logits, labels, temperature=1.0):
-    r"""Jensen–Shannon divergence between the non-target distributions, NT-JS = JS(p̂, q̂).
+  r"""Jensen–Shannon divergence between the non-target distributions, NT-JS = JS(p̂, q̂).
 
-    Symmetric, in ``[0, ln 2]``; exactly 0 for K = 2 (theory.md D3, D4). See
-    :func:`non_target_kl` for p̂ and :func:`js` for JS.
+  Symmetric, in ``[0, ln 2]``; exactly 0 for K = 2 (theory.md D3, D4). See
+  :func:`non_target_kl` for p̂ and :func:`js` for JS.
 
-    Args:
-      teacher_logits: ``[..., K]`` teacher logits (p).
-      student_logits: ``[..., K]`` student logits (q).
-      labels: ``[...]`` integer target classes.
-      temperature: softmax temperature T.
+  Args:
+    teacher_logits: ``[..., K]`` teacher logits (p).
+    student_logits: ``[..., K]`` student logits (q).
+    labels: ``[...]`` integer target classes.
+    temperature: softmax temperature T.
 
-    Returns:
-      ``[...]`` per-example NT-JS in nats.
+  Returns:
+    ``[...]`` per-example NT-JS in nats.
 
-    Example:
-      >>> import jax.numpy as jnp
-      >>> float(non_target_js(jnp.array([1.0, 2.0]), jnp.array([3.0, -1.0]), jnp.array(1)))
-      0.0
-    """
-    _, (p_hat, q_hat) = _split_pair(teacher_logits, student_logits, labels, temperature)
-    return _js_log(p_hat, q_hat)
+  Example:
+    >>> import jax.numpy as jnp
+    >>> float(non_target_js(jnp.array([1.0, 2.0]), jnp.array([3.0, -1.0]), jnp.array(1)))
+    0.0
+  """
+  _, (p_hat, q_hat) = _split_pair(teacher_logits, student_logits, labels, temperature)
+  return _js_log(p_hat, q_hat)
 
 
 def non_target_tv(teacher_logits, student_logits, labels, temperature=1.0):
-    r"""Total variation between the non-target distributions: NT-TV = ½ Σ_k |p̂_k − q̂_k|.
+  r"""Total variation between the non-target distributions: NT-TV = ½ Σ_k |p̂_k − q̂_k|.
 
-    Symmetric, in ``[0, 1]``; exactly 0 for K = 2 (theory.md D3, D4).
+  Symmetric, in ``[0, 1]``; exactly 0 for K = 2 (theory.md D3, D4).
 
-    Args:
-      teacher_logits: ``[..., K]`` teacher logits (p).
-      student_logits: ``[..., K]`` student logits (q).
-      labels: ``[...]`` integer target classes.
-      temperature: softmax temperature T.
+  Args:
+    teacher_logits: ``[..., K]`` teacher logits (p).
+    student_logits: ``[..., K]`` student logits (q).
+    labels: ``[...]`` integer target classes.
+    temperature: softmax temperature T.
 
-    Returns:
-      ``[...]`` per-example NT-TV.
+  Returns:
+    ``[...]`` per-example NT-TV.
 
-    Example:
-      >>> import jax.numpy as jnp
-      >>> t, s = jnp.log(jnp.array([0.5, 0.3, 0.2])), jnp.log(jnp.array([0.5, 0.1, 0.4]))
-      >>> round(float(non_target_tv(t, s, jnp.array(0))), 4)  # p̂=(.6,.4), q̂=(.2,.8)
-      0.4
-    """
-    _, (p_hat, q_hat) = _split_pair(teacher_logits, student_logits, labels, temperature)
-    return _tv_log(p_hat, q_hat)
+  Example:
+    >>> import jax.numpy as jnp
+    >>> t, s = jnp.log(jnp.array([0.5, 0.3, 0.2])), jnp.log(jnp.array([0.5, 0.1, 0.4]))
+    >>> round(float(non_target_tv(t, s, jnp.array(0))), 4)  # p̂=(.6,.4), q̂=(.2,.8)
+    0.4
+  """
+  _, (p_hat, q_hat) = _split_pair(teacher_logits, student_logits, labels, temperature)
+  return _tv_log(p_hat, q_hat)
 
 
 def non_target_js_reversed(teacher_logits, student_logits, labels, temperature=1.0):
-    r"""The NTDH authors' "JS" on the non-target distributions, for parity only.
+  r"""The NTDH authors' "JS" on the non-target distributions, for parity only.
 
-    .. math:: \tfrac12 [\mathrm{KL}(m\|\hat p) + \mathrm{KL}(m\|\hat q)], \quad
-              m = (\hat p + \hat q)/2 .
+  .. math:: \tfrac12 [\mathrm{KL}(m\|\hat p) + \mathrm{KL}(m\|\hat q)], \quad
+            m = (\hat p + \hat q)/2 .
 
-    The KL arguments are reversed with respect to the Jensen–Shannon divergence, so this is
-    **not** bounded by ln 2 (it grows without bound as p̂ and q̂ separate); use
-    :func:`non_target_js` for the true JS. Reference: the public code of Chen et al.,
-    arXiv 2409.02438; theory.md §1.
+  The KL arguments are reversed with respect to the Jensen–Shannon divergence, so this is
+  **not** bounded by ln 2 (it grows without bound as p̂ and q̂ separate); use
+  :func:`non_target_js` for the true JS. Reference: the public code of Chen et al.,
+  arXiv 2409.02438; theory.md §1.
 
-    Args:
-      teacher_logits: ``[..., K]`` teacher logits (p).
-      student_logits: ``[..., K]`` student logits (q).
-      labels: ``[...]`` integer target classes.
-      temperature: softmax temperature T.
+  Args:
+    teacher_logits: ``[..., K]`` teacher logits (p).
+    student_logits: ``[..., K]`` student logits (q).
+    labels: ``[...]`` integer target classes.
+    temperature: softmax temperature T.
 
-    Returns:
-      ``[...]`` per-example values in nats.
+  Returns:
+    ``[...]`` per-example values in nats.
 
-    Example:
-      >>> import jax.numpy as jnp
-      >>> t = jnp.array([0.0, 30.0, 0.0])
-      >>> s = jnp.array([0.0, 0.0, 30.0])
-      >>> bool(non_target_js_reversed(t, s, jnp.array(0)) > jnp.log(2.0))
-      True
-    """
-    _, (p_hat, q_hat) = _split_pair(teacher_logits, student_logits, labels, temperature)
-    return _js_reversed_log(p_hat, q_hat)
+  Example:
+    >>> import jax.numpy as jnp
+    >>> t = jnp.array([0.0, 30.0, 0.0])
+    >>> s = jnp.array([0.0, 0.0, 30.0])
+    >>> bool(non_target_js_reversed(t, s, jnp.array(0)) > jnp.log(2.0))
+    True
+  """
+  _, (p_hat, q_hat) = _split_pair(teacher_logits, student_logits, labels, temperature)
+  return _js_reversed_log(p_hat, q_hat)
 
 
 # --------------------------------------------------------------------------------------------
 # Domain-gap measures.
 # --------------------------------------------------------------------------------------------
+def _safe_sqrt(sq):
+  """sqrt(sq) for sq >= 0, with a finite (zero) gradient at sq = 0."""
+  positive = sq > 0
+  return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
+
+
 def _safe_norm(v, axis=-1):
-    """Euclidean norm with a finite (zero) gradient at v = 0."""
-    sq = jnp.sum(v * v, axis=axis)
-    positive = sq > 0
-    return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
+  """Euclidean norm with a finite (zero) gradient at v = 0."""
+  return _safe_sqrt(jnp.sum(v * v, axis=axis))
 
 
 def _weighted_mean(x, weights):
-    if weights is None:
-        return jnp.mean(x, axis=0)
-    weights = jnp.asarray(weights, x.dtype)
-    return jnp.tensordot(weights, x, axes=(0, 0)) / jnp.sum(weights)
+  if weights is None:
+    return jnp.mean(x, axis=0)
+  weights = jnp.asarray(weights, x.dtype)
+  return jnp.tensordot(weights, x, axes=(0, 0)) / jnp.sum(weights)
 
 
 def central_moment_discrepancy(x, y, moments=5, x_weights=None, y_weights=None):
-    r"""Central moment discrepancy between two samples, as in the NTDH / MFH code.
+  r"""Central moment discrepancy between two samples, as in the NTDH / MFH code.
 
-    .. math:: d_K(X, Y) = \|\mathbb E[X] - \mathbb E[Y]\|_2 +
-              \sum_{k=2}^{K} \|\mathbb E[(X - \mathbb E X)^k] - \mathbb E[(Y - \mathbb E Y)^k]\|_2,
+  .. math:: d_K(X, Y) = \|\mathbb E[X] - \mathbb E[Y]\|_2 +
+            \sum_{k=2}^{K} \|\mathbb E[(X - \mathbb E X)^k] - \mathbb E[(Y - \mathbb E Y)^k]\|_2,
 
-    moments taken per feature (column) over the examples (rows). This is the raw form used by
-    the NTDH code to measure the gap between x_a and x_b (ntdh.md, protocol G): there is **no**
-    interval normalisation ``1/|b-a|^k`` of Zellinger et al., "Central Moment Discrepancy
-    (CMD) for Domain-Invariant Representation Learning", ICLR 2017, so the value is not
-    bounded and depends on the scale of the inputs. Norms have a finite gradient at 0.
+  moments taken per feature (column) over the examples (rows). This is the raw form used by
+  the NTDH code to measure the gap between x_a and x_b (docs/protocols.md §G): there is **no**
+  interval normalisation ``1/|b-a|^k`` of Zellinger et al., "Central Moment Discrepancy
+  (CMD) for Domain-Invariant Representation Learning", ICLR 2017, so the value is not
+  bounded and depends on the scale of the inputs. Norms have a finite gradient at 0.
 
-    Args:
-      x: ``[n, d]`` samples from the first distribution (rows = examples).
-      y: ``[m, d]`` samples from the second distribution.
-      moments: highest central moment K (static int, >= 1).
-      x_weights: optional ``[n]`` non-negative example weights (e.g. a 0/1 subset mask); the
-        expectations become weighted means.
-      y_weights: optional ``[m]`` example weights for ``y``.
+  Args:
+    x: ``[n, d]`` samples from the first distribution (rows = examples).
+    y: ``[m, d]`` samples from the second distribution.
+    moments: highest central moment K (static int, >= 1).
+    x_weights: optional ``[n]`` non-negative example weights (e.g. a 0/1 subset mask); the
+      expectations become weighted means.
+    y_weights: optional ``[m]`` example weights for ``y``.
 
-    Returns:
-      scalar discrepancy (>= 0).
+  Returns:
+    scalar discrepancy (>= 0).
 
-    Example:
-      >>> import jax.numpy as jnp
-      >>> x = jnp.array([[0.0], [2.0]]); y = jnp.array([[1.0], [5.0]])
-      >>> float(central_moment_discrepancy(x, y, moments=2))  # |1 - 3| + |1 - 4|
-      5.0
-    """
-    mean_x, mean_y = _weighted_mean(x, x_weights), _weighted_mean(y, y_weights)
-    total = _safe_norm(mean_x - mean_y)
-    cx, cy = x - mean_x, y - mean_y
-    for k in range(2, moments + 1):
-        total = total + _safe_norm(_weighted_mean(cx**k, x_weights)
-                                   - _weighted_mean(cy**k, y_weights))
-    return total
+  Example:
+    >>> import jax.numpy as jnp
+    >>> x = jnp.array([[0.0], [2.0]]); y = jnp.array([[1.0], [5.0]])
+    >>> float(central_moment_discrepancy(x, y, moments=2))  # |1 - 3| + |1 - 4|
+    5.0
+  """
+  mean_x, mean_y = _weighted_mean(x, x_weights), _weighted_mean(y, y_weights)
+  total = _safe_norm(mean_x - mean_y)
+  cx, cy = x - mean_x, y - mean_y
+  for k in range(2, moments + 1):
+    total = total + _safe_norm(_weighted_mean(cx**k, x_weights)
+                               - _weighted_mean(cy**k, y_weights))
+  return total
 
 
 def gaussian_tv(shift_norm, sigma):
-    r"""Total variation between two isotropic Gaussians that differ by a mean shift.
+  r"""Total variation between two isotropic Gaussians that differ by a mean shift.
 
-    .. math:: \mathrm{TV}(N(\mu, \sigma^2 I), N(\mu + \delta, \sigma^2 I))
-              = 2\Phi(\|\delta\| / (2\sigma)) - 1 = \mathrm{erf}(\|\delta\| / (2\sqrt2\,\sigma)).
+  .. math:: \mathrm{TV}(N(\mu, \sigma^2 I), N(\mu + \delta, \sigma^2 I))
+            = 2\Phi(\|\delta\| / (2\sigma)) - 1 = \mathrm{erf}(\|\delta\| / (2\sqrt2\,\sigma)).
 
-    theory.md C1 (Gaussian-shift variant); the erf form keeps full precision for small shifts.
+  theory.md C1 (Gaussian-shift variant); the erf form keeps full precision for small shifts.
 
-    Args:
-      shift_norm: ``‖δ‖`` (any shape, >= 0).
-      sigma: standard deviation σ (> 0), broadcastable with ``shift_norm``.
+  Args:
+    shift_norm: ``‖δ‖`` (any shape, >= 0).
+    sigma: standard deviation σ (> 0), broadcastable with ``shift_norm``.
 
-    Returns:
-      TV, same shape as the broadcast inputs, in ``[0, 1)``.
+  Returns:
+    TV, same shape as the broadcast inputs, in ``[0, 1)``.
 
-    Example:
-      >>> round(float(gaussian_tv(2.0, 1.0)), 4)  # 2Φ(1) − 1
-      0.6827
-    """
-    return jax.scipy.special.erf(jnp.asarray(shift_norm) / (2.0 * jnp.sqrt(2.0) * sigma))
+  Example:
+    >>> round(float(gaussian_tv(2.0, 1.0)), 4)  # 2Φ(1) − 1
+    0.6827
+  """
+  return jax.scipy.special.erf(jnp.asarray(shift_norm) / (2.0 * jnp.sqrt(2.0) * sigma))
 
 
 def classifier_tv_estimate(accuracy):
-    r"""Lower estimate of TV from a balanced domain classifier's accuracy.
+  r"""Lower estimate of TV from a balanced domain classifier's accuracy.
 
-    .. math:: \widehat{\mathrm{TV}} = \mathrm{clip}(2\,\mathrm{acc} - 1, 0, 1).
+  .. math:: \widehat{\mathrm{TV}} = \mathrm{clip}(2\,\mathrm{acc} - 1, 0, 1).
 
-    For balanced samples from P and Q, any classifier has accuracy ``acc <= (1 + TV)/2``, so
-    ``TV >= 2 acc − 1`` (cmcd.md; theory.md §4).
+  For balanced samples from P and Q, any classifier has accuracy ``acc <= (1 + TV)/2``, so
+  ``TV >= 2 acc − 1`` (docs/protocols.md §C; theory.md §4).
 
-    Args:
-      accuracy: held-out accuracy of a P-vs-Q classifier (any shape).
+  Args:
+    accuracy: held-out accuracy of a P-vs-Q classifier (any shape).
 
-    Returns:
-      estimate, same shape, in ``[0, 1]``.
+  Returns:
+    estimate, same shape, in ``[0, 1]``.
 
-    Example:
-      >>> float(classifier_tv_estimate(0.75)), float(classifier_tv_estimate(0.4))
-      (0.5, 0.0)
-    """
-    return jnp.clip(2.0 * jnp.asarray(accuracy) - 1.0, 0.0, 1.0)
+  Example:
+    >>> float(classifier_tv_estimate(0.75)), float(classifier_tv_estimate(0.4))
+    (0.5, 0.0)
+  """
+  return jnp.clip(2.0 * jnp.asarray(accuracy) - 1.0, 0.0, 1.0)

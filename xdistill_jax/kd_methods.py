@@ -1,8 +1,8 @@
 """The KD methods of NTDH Table 1 as student objectives, and their training.
 
 One place for both synthetic protocols (G: linear 25 → 2; S: MLP 50 → 16 → 16 → 4). Every
-objective is ``ce_weight · CE(z_s, y) + term``, with the distillation terms (ntdh.md,
-"Table 1"; the authors' `gauss/main.py` and `sklearn/main.py`):
+objective is ``ce_weight · CE(z_s, y) + term``, with the distillation terms
+(docs/protocols.md §T; the authors' `gauss/main.py` and `sklearn/main.py`):
 
 ==========  ===========================================================================
 method      distillation term (teacher logits z_t frozen; features = logits, see below)
@@ -10,7 +10,7 @@ method      distillation term (teacher logits z_t frozen; features = logits, see
 kl          kd_weight · KL(softmax(z_t/T) ‖ softmax(z_s/T))           (`losses.kd`)
 kl_omega    kd_weight · KL(softmax(ω z_t/T) ‖ softmax(ω z_s/T))       (`losses.masked_kd`)
 crd         crd_weight · CRD(e_s(z_s), e_t(z_t)), τ = 0.07, dim 8     (`losses.crd`)
-fitnet      kd_weight · ‖r(z_s) − z_t‖² / K, r a learned K → K map   (`losses.fitnet`)
+fitnet      fitnet_weight · ‖r(z_s) − z_t‖² / K, r a learned K → K map (`losses.fitnet`)
 rkd         kd_weight · (25 · distance + 50 · angle)                  (`losses.rkd`)
 pkt         kd_weight · (mean_i PKT_i / n + KL at T)                  (`losses.pkt`)
 sp          kd_weight · (SP + KL at T)                                 (`losses.sp`)
@@ -33,9 +33,11 @@ Design choices (each documented where it is implemented):
   not have. The two linear embeddings (K → 8, L2-normalised) are learned with the student
   (in the authors' code they are not in the optimizer and stay at their initialisation).
 * PKT divides the per-anchor KL by n: the authors' PKT averages over the n × n matrix.
-* The methods' weights: 1 : 1 (CE : term) except CRD (1.0 : 0.02), as ntdh.md states; the
-  authors' protocol-S script adds extra KL terms to CRD/FitNet/RKD and uses α = 16 for DKD,
-  which ntdh.md does not, and this module does not either.
+* The methods' weights (`Hyper` defaults, protocol G): 1 : 1 (CE : term) except CRD
+  (1.0 : 0.02). The authors' protocol-S settings (docs/protocols.md §T) add a KL at T to
+  CRD, FitNet and RKD (`crd_kl_weight`, `fitnet_kl_weight`, `rkd_kl_weight`, 0 on G), weigh
+  FitNet's hint by `fitnet_weight` = 0.1 and use DKD α = 16; configs/ntdh_table1.py:S sets
+  them.
 * RKD's angle term is a mean over n³ triplets (8·10⁶ for n = 200, per step and setting):
   far too much for 600 settings × 1000 steps. With `rkd_angle_rows = a > 0` RKD runs on a
   fixed random minibatch of 3a distinct training rows drawn once per setting (stacked as
@@ -43,10 +45,10 @@ Design choices (each documented where it is implemented):
   RKD on a minibatch, as it is used in practice; the angle mean estimates the full-batch
   one (which also counts the ~3/n degenerate triplets with repeated points; the sample has
   none). `rkd_angle_rows = 0` gives the exact full-batch `losses.rkd`.
-* SP, PKT and CRD use algebraically identical forms of `losses.sp` / `losses.pkt` /
-  `losses.crd` that are cheaper inside a 1000-step loop (SP in O(n d²) without the n × n
-  Gram matrix; PKT without the normalised conditional matrix; CRD with one exponential pass
-  for both directions); tests check values and gradients against the library functions.
+* Every term is the library function of `losses` (whose forms are the cheap ones inside a
+  1000-step loop: SP in O(n d²), PKT without the student's conditional matrix, CRD in one
+  exponential pass, per-plane pairwise terms on the CPU), with the teacher side
+  (`losses.rkd_target`, `pkt_target`, `sp_target`) computed once per setting.
 * With `relational_batch = r > 0` the relational and contrastive terms (CRD, RKD, PKT, SP)
   see a fixed random subset of r training examples drawn once per setting (protocol S has
   n = 6000 examples: an n × n matrix per step and setting is out of reach on a CPU); CE
@@ -63,7 +65,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from xdistill_jax import losses
 from xdistill_jax import training
@@ -74,13 +75,16 @@ LABELS = {'kl': 'KL', 'kl_omega': 'KL+ω', 'crd': 'CRD', 'fitnet': 'FitNet', 'rk
           'pkt': 'PKT', 'sp': 'SP', 'dkd': 'DKD', 'dkd_omega': 'DKD+ω'}
 RELATIONAL = ('crd', 'rkd', 'pkt', 'sp')  # terms that couple examples
 PLAIN_KL = ('kl', 'pkt', 'sp')  # terms that include kd_weight · KL(p_t^T ‖ p_s^T)
+# Terms with a KL(p_t^T ‖ p_s^T) part of their own weight (0 on protocol G; the authors'
+# protocol-S script adds one: docs/protocols.md §T).
+EXTRA_KL = {'crd': 'crd_kl_weight', 'fitnet': 'fitnet_kl_weight', 'rkd': 'rkd_kl_weight'}
 # Pairs (without mask, with mask) for the effect of ω.
 OMEGA_PAIRS = (('kl', 'kl_omega'), ('dkd', 'dkd_omega'))
 
 
 @dataclasses.dataclass(frozen=True)
 class Hyper:
-  """Hyperparameters of the Table-1 objectives (defaults: ntdh.md, protocol G)."""
+  """Hyperparameters of the Table-1 objectives (defaults: protocol G, docs/protocols.md §T)."""
 
   temperature: float = 0.7  # T of KL, KL+ω and the KL parts of PKT and SP
   ce_weight: float = 1.0
@@ -91,6 +95,10 @@ class Hyper:
   dkd_alpha: float = 1.0
   dkd_beta: float = 1.0
   dkd_temperature: float = 0.7
+  fitnet_weight: float = 1.0  # weight of FitNet's hint term
+  crd_kl_weight: float = 0.0  # weights of a KL(p_t^T ‖ p_s^T) added to CRD, FitNet, RKD
+  fitnet_kl_weight: float = 0.0
+  rkd_kl_weight: float = 0.0
   omega_threshold: float = 0.996
   rkd_distance_weight: float = 25.0
   rkd_angle_weight: float = 50.0
@@ -151,151 +159,6 @@ def _dense(params, x):
 
 
 # --------------------------------------------------------------------------------------------
-# Relational terms in forms that are cheap inside a 1000-step loop (same values as `losses`).
-# --------------------------------------------------------------------------------------------
-# XLA:CPU vectorises [n, n, d] arrays with a tiny minor dimension d (the logits: d = K = 2 on
-# protocol G) very poorly; these helpers work on d separate [n, n] planes instead (10x faster
-# for the pairwise distances of RKD), which is the same arithmetic.
-def _planes(x):
-  """The d columns of x [..., d] as a list of [...] arrays."""
-  return [x[..., k] for k in range(x.shape[-1])]
-
-
-def _unit(v, eps=1e-8):
-  """v / max(‖v‖, eps) along the last axis (as `losses`' normalisation)."""
-  return v * jax.lax.rsqrt(jnp.maximum(jnp.sum(v * v, -1, keepdims=True), eps * eps))
-
-
-def _outer_dot(u, v):
-  """[n, m] u_i · v_j, as d outer products for small d."""
-  if u.shape[-1] > 4:
-    return u @ v.T
-  return sum(a[:, None] * b[None, :] for a, b in zip(_planes(u), _planes(v)))
-
-
-def _safe_distances(x):
-  """[n, n] Euclidean distances; 0 with zero gradient on identical rows."""
-  sq = sum(jnp.square(c[:, None] - c[None, :]) for c in _planes(x))
-  positive = sq > 0
-  return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
-
-
-def _normalized_distances(x):
-  d = _safe_distances(x)
-  count = jnp.sum((d > 0).astype(d.dtype))  # a float count: an int reduction is slow on CPU
-  return d / jnp.maximum(jnp.sum(d) / jnp.maximum(count, 1.0), 1e-12)
-
-
-def _unit_edges(anchors, sides, eps=1e-8):
-  """Planes of the unit edge vectors (x_j − x_i)/‖x_j − x_i‖, each [a, b] (0 if zero)."""
-  diffs = [s[None, :] - a[:, None] for a, s in zip(_planes(anchors), _planes(sides))]
-  scale = jax.lax.rsqrt(jnp.maximum(sum(jnp.square(d) for d in diffs), eps * eps))
-  return [d * scale for d in diffs]
-
-
-def _angle_cosines(rows, a: int):
-  """[a, a, a] cos∠(x_j − x_i, x_k − x_i) for i ∈ A, j ∈ B, k ∈ C (rows = [A; B; C])."""
-  anchors, sides_b, sides_c = rows[:a], rows[a:2 * a], rows[2 * a:]
-  e_b, e_c = _unit_edges(anchors, sides_b), _unit_edges(anchors, sides_c)
-  return sum(b[:, :, None] * c[:, None, :] for b, c in zip(e_b, e_c))
-
-
-def rkd_target(teacher, sample: int):
-  """The teacher side of `rkd` on a row sample: its normalised distances and angle cosines."""
-  return _normalized_distances(teacher), _angle_cosines(teacher, sample)
-
-
-def rkd(student, teacher, distance_weight=25.0, angle_weight=50.0, sample: int = 0,
-        target=None):
-  """`losses.rkd`, or RKD on a structured sample of rows.
-
-  With `sample = 0` this is `losses.rkd` (all n² pairs, all n³ triplets). With `sample = a`,
-  `student`/`teacher` are [3a, d] rows stacked as A, B, C (see `draw_relation`): the distance
-  term runs over all (3a)² pairs of these rows — RKD on a minibatch of 3a examples, as RKD is
-  used in practice — and the angle term over the a³ triplets A × B × C (anchors in A). Same Huber
-  (δ = 1), normalisations and eps guards as `losses.rkd`. `target` = `rkd_target(teacher,
-  sample)` computed beforehand (teacher unused then).
-  """
-  if not sample:
-    return losses.rkd(student, teacher, distance_weight, angle_weight)
-  t_distances, t_angles = rkd_target(teacher, sample) if target is None else target
-  distance = optax.losses.huber_loss(_normalized_distances(student), t_distances)
-  angle = optax.losses.huber_loss(_angle_cosines(student, sample), t_angles)
-  return distance_weight * jnp.mean(distance) + angle_weight * jnp.mean(angle)
-
-
-def _gram_row_sq(x):
-  """‖G_i‖² of the Gram matrix G = X Xᵀ, as x_iᵀ (XᵀX) x_i (O(n d²))."""
-  return jnp.sum((x @ (x.T @ x)) * x, -1)
-
-
-def _inv_norm(sq):
-  return jax.lax.rsqrt(jnp.maximum(sq, 1e-16))  # 1 / max(‖·‖, 1e-8), as `losses`
-
-
-def sp_target(teacher):
-  """The teacher side of `sp`: (T, the rows t_i/max(‖G^t_i‖, ε), Σ_i ‖G̃^t_i‖²)."""
-  b2 = _gram_row_sq(teacher)
-  ib = _inv_norm(b2)
-  return teacher, teacher * ib[:, None], jnp.sum(b2 * ib ** 2)
-
-
-def sp(student, teacher, target=None):
-  """`losses.sp` in O(n d²) instead of O(n² d): the same value, exactly.
-
-  With G = X Xᵀ, ‖G_i‖² = x_iᵀ (XᵀX) x_i and Σ_j G^s_ij G^t_ij = s_iᵀ (SᵀT) t_i, so
-  ‖G̃_s − G̃_t‖²_F = Σ_i [‖G^s_i‖²/max(‖G^s_i‖, ε)² + ‖G^t_i‖²/max(‖G^t_i‖, ε)²
-  − 2 s_iᵀ(SᵀT)t_i / (max(‖G^s_i‖, ε) max(‖G^t_i‖, ε))] (ε = 1e-8 as in `losses`).
-  `target` = `sp_target(teacher)` computed beforehand (teacher unused then).
-  """
-  t, t_scaled, t_part = sp_target(teacher) if target is None else target
-  n = student.shape[0]
-  a2 = _gram_row_sq(student)
-  ia = _inv_norm(a2)
-  cross = jnp.sum((student @ (student.T @ t)) * t_scaled, -1)
-  return (jnp.sum(a2 * ia ** 2 - 2.0 * cross * ia) + t_part) / n ** 2
-
-
-def crd(student_embeddings, teacher_embeddings, temperature=0.07):
-  """`losses.crd` per anchor with one exponential pass over the n × n similarities.
-
-  Both InfoNCE directions share C = cos(e_s,i, e_t,j)/τ; since C ≤ 1/τ, exp(C − 1/τ) never
-  overflows, and its row and column sums give both log-partition functions:
-  ℓ_i = ½[(log Σ_j e^{C_ij − 1/τ} + 1/τ − C_ii) + (log Σ_j e^{C_ji − 1/τ} + 1/τ − C_ii)].
-  (Underflow needs C_ij − 1/τ < −87, impossible for τ > 1/43.)
-  """
-  inv_t = 1.0 / temperature
-  c = _outer_dot(_unit(student_embeddings), _unit(teacher_embeddings)) * inv_t
-  e = jnp.exp(c - inv_t)
-  diagonal = jnp.diagonal(c)
-  return 0.5 * (jnp.log(jnp.sum(e, 1)) + jnp.log(jnp.sum(e, 0))) + inv_t - diagonal
-
-
-def _pkt_kernel(x):
-  """K_ij = (1 + x̂_i·x̂_j)/2 and its row sums r_i = (n + x̂_i·Σ_j x̂_j)/2 (O(n d))."""
-  u = _unit(x)
-  return (1.0 + _outer_dot(u, u)) / 2.0, (x.shape[0] + u @ jnp.sum(u, 0)) / 2.0
-
-
-def pkt_target(teacher, eps=1e-7):
-  """The teacher side of `pkt`: p [n, n], Σ_j p_ij log(p_ij + ε) and Σ_j p_ij per row."""
-  k_t, r_t = _pkt_kernel(teacher)
-  p = k_t / r_t[:, None]
-  return p, jnp.sum(p * jnp.log(p + eps), -1), jnp.sum(p, -1)
-
-
-def pkt(student, teacher, eps=1e-7, target=None):
-  """`losses.pkt` per anchor, with the kernel's row sums in O(n d).
-
-  log(q_ij + ε) = log(K_ij + ε r_i) − log r_i, so q is never materialised. `target` =
-  `pkt_target(teacher, eps)` computed beforehand (teacher unused then).
-  """
-  p, p_log_p, p_sum = pkt_target(teacher, eps) if target is None else target
-  k_s, r_s = _pkt_kernel(student)
-  return p_log_p - jnp.sum(p * jnp.log(k_s + eps * r_s[:, None]), -1) + p_sum * jnp.log(r_s)
-
-
-# --------------------------------------------------------------------------------------------
 # Objectives.
 # --------------------------------------------------------------------------------------------
 def teacher_target(method: str, teacher_rows, sample: int = 0):
@@ -304,17 +167,17 @@ def teacher_target(method: str, teacher_rows, sample: int = 0):
   Computed once, before the training loop (`method_loss`), so the loop body does not
   recompute them at every step.
   """
-  if method == 'rkd' and sample:
-    return rkd_target(teacher_rows, sample)
+  if method == 'rkd':
+    return losses.rkd_target(teacher_rows, sample)
   if method == 'pkt':
-    return pkt_target(teacher_rows)
+    return losses.pkt_target(teacher_rows)
   if method == 'sp':
-    return sp_target(teacher_rows)
+    return losses.sp_target(teacher_rows)
   return None
 
 
 def _own_term(method: str, hyper: Hyper, zs, zt, labels, heads, relational, angle, target):
-  """The distillation term without its plain KL part (see `PLAIN_KL`)."""
+  """The distillation term without its plain KL part (see `plain_kl_weight`)."""
   h = hyper
   if method == 'kl':
     return 0.0
@@ -327,20 +190,28 @@ def _own_term(method: str, hyper: Hyper, zs, zt, labels, heads, relational, angl
     return h.kd_weight * jnp.mean(losses.dkd(zs, zt, labels, h.dkd_alpha, h.dkd_beta,
                                              h.dkd_temperature, weights))
   if method == 'fitnet':
-    return h.kd_weight * jnp.mean(losses.fitnet(_dense(heads['regressor'], zs), zt))
+    return h.fitnet_weight * jnp.mean(losses.fitnet(_dense(heads['regressor'], zs), zt))
   if method not in RELATIONAL:
     raise ValueError(f'unknown KD method {method!r}; allowed: {", ".join(METHODS)}')
   view = angle if method == 'rkd' and angle is not None else relational
   rs, rt = (zs, zt) if view is None else (view[0], jax.lax.stop_gradient(view[1]))
   if method == 'crd':
-    return h.crd_weight * jnp.mean(crd(_dense(heads['embed_s'], rs),
-                                       _dense(heads['embed_t'], rt), h.crd_temperature))
+    return h.crd_weight * jnp.mean(losses.crd(_dense(heads['embed_s'], rs),
+                                              _dense(heads['embed_t'], rt), h.crd_temperature))
   if method == 'rkd':
-    return h.kd_weight * rkd(rs, rt, h.rkd_distance_weight, h.rkd_angle_weight,
-                             0 if angle is None else angle[0].shape[0] // 3, target)
+    return h.kd_weight * losses.rkd(rs, rt, h.rkd_distance_weight, h.rkd_angle_weight,
+                                    0 if angle is None else angle[0].shape[0] // 3, target)
   if method == 'pkt':
-    return h.kd_weight * jnp.sum(pkt(rs, rt, target=target)) / rs.shape[0] ** 2
-  return h.kd_weight * sp(rs, rt, target)  # sp
+    return h.kd_weight * jnp.sum(losses.pkt(rs, rt, target=target)) / rs.shape[0] ** 2
+  return h.kd_weight * losses.sp(rs, rt, target)  # sp
+
+
+def plain_kl_weight(method: str, hyper: Hyper) -> float:
+  """Weight of the method's KL(p_t^T ‖ p_s^T) part: kd_weight (KL, PKT, SP), the method's
+  `EXTRA_KL` weight (CRD, FitNet, RKD) or 0 (KL+ω, DKD, DKD+ω)."""
+  if method in PLAIN_KL:
+    return hyper.kd_weight
+  return getattr(hyper, EXTRA_KL[method]) if method in EXTRA_KL else 0.0
 
 
 def distillation_term(method: str, hyper: Hyper, student_logits, teacher_logits, labels,
@@ -363,26 +234,16 @@ def distillation_term(method: str, hyper: Hyper, student_logits, teacher_logits,
   """
   zt = jax.lax.stop_gradient(teacher_logits)
   term = _own_term(method, hyper, student_logits, zt, labels, heads, relational, angle, target)
-  if method in PLAIN_KL:
-    term = term + hyper.kd_weight * jnp.mean(losses.kd(student_logits, zt, hyper.temperature))
+  kl_weight = plain_kl_weight(method, hyper)
+  if kl_weight:  # a Python number: a zero weight adds nothing to the program
+    term = term + kl_weight * jnp.mean(losses.kd(student_logits, zt, hyper.temperature))
   return term
-
-
-def cross_entropy(logits, labels):
-  """Mean softmax cross-entropy, = `training.cross_entropy`, written with a one-hot mask.
-
-  `optax`'s integer-label form gathers the target logit (`take_along_axis`), whose gradient
-  is a scatter-add — slow on XLA:CPU inside a 1000-step loop; a one-hot mask is not.
-  """
-  onehot = jnp.arange(logits.shape[-1]) == labels[..., None]
-  log_p = jax.nn.log_softmax(logits, -1)
-  return -jnp.mean(jnp.sum(jnp.where(onehot, log_p, 0.0), -1))
 
 
 def objective(method: str, hyper: Hyper, student_logits, teacher_logits, labels, heads=None,
               relational=None, angle=None, target=None):
   """ce_weight · CE(z_s, y) + the method's distillation term (see `distillation_term`)."""
-  return (hyper.ce_weight * cross_entropy(student_logits, labels)
+  return (hyper.ce_weight * training.cross_entropy(student_logits, labels)
           + distillation_term(method, hyper, student_logits, teacher_logits, labels, heads,
                               relational, angle, target))
 

@@ -6,7 +6,6 @@ All divergences are between teacher p = softmax(z_t) and student q = softmax(z_s
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from xdistill_jax import bounds
 from xdistill_jax import divergences
@@ -40,7 +39,7 @@ def teacher_student_divergences(teacher_logits, student_logits, labels, suffix='
 def teacher_wrong_softmax(teacher_logits, student_logits, labels, cls=0, weights=None):
   """Mean softmax of teacher and student on examples of class `cls` the teacher gets wrong.
 
-  NaN (with count 0) when there are no such examples (ntdh.md protocol G report). A 0/1
+  NaN (with count 0) when there are no such examples (docs/protocols.md §G, report). A 0/1
   `weights` mask restricts the examples considered.
   """
   wrong = (labels == cls) & (jnp.argmax(teacher_logits, -1) != cls)
@@ -53,22 +52,36 @@ def teacher_wrong_softmax(teacher_logits, student_logits, labels, cls=0, weights
           'teacher_wrong_kd_p': mean(student_logits)}
 
 
-def margin_bound_inputs(logits, inputs, labels, params, rho, prefix='', weights=None):
-  """Training error, margin risk at ρ, input radius and weight norm of a linear head (N4).
+def augmented_weights(params):
+  """W̃ = [W; b], ``[d + 1, K]``, of a linear head (one kernel ``[d, K]`` and one bias ``[K]``)."""
+  leaves = jax.tree.leaves(params)
+  kernels = [w for w in leaves if w.ndim == 2]
+  biases = [w for w in leaves if w.ndim == 1]
+  if len(kernels) != 1 or len(biases) > 1:
+    raise ValueError('margin-bound inputs need a linear head: one kernel and at most one bias')
+  kernel = kernels[0]
+  bias = biases[0] if biases else jnp.zeros(kernel.shape[-1], kernel.dtype)
+  return jnp.concatenate([kernel, bias[None]], 0)
 
-  The bias is folded into the weights by appending a constant 1 to every input, so the
-  radius is max sqrt(‖x‖² + 1) and the norm is that of the augmented weight matrix. A 0/1
+
+def margin_bound_inputs(logits, inputs, labels, params, rho, prefix='', weights=None):
+  """Inputs of the empirical-Rademacher margin bound of a linear head (N4-margin, C4).
+
+  Training error, the ρ-margin risk, the weight norm (Frobenius, biases included), the Λ of
+  the bound (`bounds.margin_weight_norm`: ‖w̃₁ − w̃₀‖ for K = 2, Frobenius for K > 2) and
+  ‖X̃‖_F = sqrt(Σ_i (‖x_i‖² + 1)) over the training inputs with the bias feature. A 0/1
   `weights` mask selects the training examples.
   """
   keep = jnp.ones(labels.shape, bool) if weights is None else weights > 0
   margin_risk = bounds.empirical_margin_risk(logits, labels, rho, mask=keep)
-  weight_norm = jnp.sqrt(sum(jnp.sum(w ** 2) for w in jax.tree.leaves(params)))
+  w_aug = augmented_weights(params)
   wrong = (jnp.argmax(logits, -1) != labels).astype(jnp.float32)
-  radius2 = jnp.max(jnp.where(keep, jnp.sum(inputs ** 2, -1), 0.0))
+  sq = jnp.where(keep, jnp.sum(inputs ** 2, -1) + 1.0, 0.0)
   return {prefix + 'train_err': training.weighted_mean(wrong, weights),
           prefix + 'margin_risk': margin_risk,
-          prefix + 'weight_norm': weight_norm,
-          'input_radius': jnp.sqrt(radius2 + 1.0)}
+          prefix + 'weight_norm': jnp.sqrt(jnp.sum(w_aug ** 2)),
+          prefix + 'margin_norm': bounds.margin_weight_norm(w_aug),
+          'input_frobenius_norm': jnp.sqrt(jnp.sum(sq))}
 
 
 def error_columns(table):

@@ -19,8 +19,19 @@ def torch_linear_init(key, shape, dtype=jax.numpy.float32, fan_in: int | None = 
 
 # XLA:CPU emits far faster code for matrix-vector products than for products with a few
 # output columns (2.1x on a 2-class linear model trained for 1000 steps; see BENCHMARKS.md),
-# so narrow layers are computed one output column at a time. The value is the same product.
+# so on the CPU backend narrow layers are computed one output column at a time (the same
+# product). Accelerators get the plain matrix product.
 NARROW = 4
+
+
+def cpu_forms() -> bool:
+  """Whether the CPU-only forms of the package apply: JAX's default backend is the CPU.
+
+  Read at trace time. The forms it selects (column-wise narrow products here, per-plane
+  pairwise terms in `losses`, the loop Cholesky in `generators.kclass`) compute the same
+  values as the plain forms that accelerators get.
+  """
+  return jax.default_backend() == 'cpu'
 
 
 class TorchDense(nn.Module):
@@ -34,7 +45,7 @@ class TorchDense(nn.Module):
     kernel = self.param('kernel', torch_linear_init, (fan_in, self.features))
     bias = self.param(
         'bias', lambda k, s: torch_linear_init(k, s, fan_in=fan_in), (self.features,))
-    if self.features <= NARROW:
+    if self.features <= NARROW and cpu_forms():
       return jnp.stack([x @ kernel[:, k] for k in range(self.features)], -1) + bias
     return x @ kernel + bias
 

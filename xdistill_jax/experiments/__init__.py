@@ -16,11 +16,6 @@ _MODULES = {
 }
 
 
-def register(name: str, module: str) -> None:
-  """Makes `config.experiment = name` load `module.EXPERIMENT`."""
-  _MODULES[name] = module
-
-
 def get(name: str) -> Experiment:
   if name not in _MODULES:
     raise ConfigError(

@@ -15,7 +15,9 @@ from xdistill_jax import config_schema
 Table = dict[str, np.ndarray]
 SettingFn = Callable[[jax.Array, Mapping[str, jax.Array]], Mapping[str, jax.Array]]
 
-# Fields every sweep config has; execution-only fields (under `sweep.`) never change results.
+# Fields every sweep config has. Execution-only fields (under `sweep.`) may differ on resume;
+# they never change results, except `sweep.vmap_width`, which may change rounding: its resolved
+# value is recorded in config.json and must match on resume (`runner._write_config`).
 COMMON_FIELDS = (
     'experiment', 'seed', 'bounds', 'bound_modules', 'delta',
     'sweep.chunk_size', 'sweep.memory_budget_gb', 'sweep.progress', 'sweep.save_params',
@@ -63,6 +65,9 @@ class Experiment:
     validate: raises `ConfigError` on an invalid field, before anything compiles.
     axes: config -> ordered {axis name: values}; the sweep is their product.
     make_setting_fn: config -> pure fn(key, setting) -> {metric: scalar or small vector}.
+      With `saves_params`, `make_setting_fn(config, with_params=True)` returns a fn giving
+      (metrics, trained params) instead: what `sweep.save_params` saves, from the sweep's own
+      compiled program.
     key_axes: axes whose index determines a setting's key (others share keys, e.g. the KD
       method axis, so that methods are compared on the same data); None = all axes.
     group_by: axes that `summary.csv` groups by.
@@ -70,7 +75,8 @@ class Experiment:
     nan_ok: metrics that may be NaN legitimately (an empty subset's mean); others being
       non-finite marks the setting `diverged`.
     figures: (table, summary, config, workdir) -> list of written figure paths.
-    params_fn: optional config -> fn(key, setting) -> trained params, for `sweep.save_params`.
+    saves_params: whether `make_setting_fn` takes `with_params` (see above); experiments
+      without it refuse a non-empty `sweep.save_params`.
     inner_axes: optional config -> {axis: values} computed together inside one setting (e.g.
       every KD method trained on a shared teacher); the setting fn then
       returns every metric with leading dimensions of these axes' lengths, and each
@@ -81,13 +87,13 @@ class Experiment:
   fields: tuple[str, ...]
   validate: Callable[[ml_collections.ConfigDict], None]
   axes: Callable[[ml_collections.ConfigDict], dict[str, np.ndarray]]
-  make_setting_fn: Callable[[ml_collections.ConfigDict], SettingFn]
+  make_setting_fn: Callable[..., SettingFn]
   group_by: tuple[str, ...]
   figures: Callable[..., list[str]]
   key_axes: tuple[str, ...] | None = None
   derived: Callable[[Table, ml_collections.ConfigDict], Table] | None = None
   nan_ok: tuple[str, ...] = ()
-  params_fn: Callable[[ml_collections.ConfigDict], Callable] | None = None
+  saves_params: bool = False
   inner_axes: Callable[[ml_collections.ConfigDict], dict[str, np.ndarray]] | None = None
 
   def check(self, config) -> None:

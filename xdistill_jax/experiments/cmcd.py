@@ -1,4 +1,4 @@
-"""CMCD: cross-modal contrastive distillation against an exactly known modality gap (cmcd.md).
+"""CMCD: cross-modal contrastive distillation against an exactly known gap (docs/protocols.md §C).
 
 One setting = (ε, seed). Inside it the source encoder is pre-trained once (InfoNCE), every
 method is trained on it in one fused loop, and every probe in a second one
@@ -9,17 +9,19 @@ and each combination is one results row.
 
 Columns (the contract of `bound_registry`'s C3–C5 bounds): `target_err` (the target test error
 of the method's predictor, on the coupled test pairs), `source_err`, `pair_disagreement`,
-`clean_disagreement` (C3, distillation methods only), `epsilon` (the axis), `num_classes`,
-`bayes_floor` = ε(1 − 1/K), `probe_margin_risk` at ρ = `margin_rho`, `m_labelled` (the inner
-axis), `rademacher` = (Λ/m)·sqrt(Σ‖[φ_B(x_i), 1]‖²) with Λ the trained probe's weight norm (C4),
+`clean_disagreement` (C3, distillation methods only), `broken_fraction` (the observed ε̂ of
+C3-split), `epsilon` (the axis), `num_classes`, `bayes_floor` = ε(1 − 1/K), `n_test` (T1),
+`probe_margin_risk` at ρ = `margin_rho`, `m_labelled` (the inner axis), `probe_margin_norm`
+(Λ of C4: ‖w̃₁ − w̃₀‖ for K = 2, the Frobenius norm of [W; b] for K > 2) and
+`probe_input_frobenius_norm` = sqrt(Σ‖[φ_B(x_i), 1]‖²) over the m labelled examples (C4),
+`rademacher` = (Λ/m)·sqrt(Σ‖[φ_B(x_i), 1]‖²) at the trained Λ (a diagnostic),
 `confidence_delta` = `config.delta`, and the domain-classifier estimate `tv_estimate`
 = clip(2·acc − 1) beside the exact ε.
 
 Other columns: `source_probe_err` (a probe on φ_A itself: the teacher's quality),
 `clean_cosine` (mean cos(φ_A(x_A), φ_B(x_B)) on intact test pairs), `domain_acc`,
 `probe_train_err`, `probe_weight_norm` (Λ), `train_loss` (each model's final objective; a
-non-finite one marks the setting diverged), `broken_fraction` (observed on the test pairs),
-and from `derived` the Wilson 95% interval of `target_err` and `below_bayes_floor`.
+non-finite one marks the setting diverged), and from `derived` the Wilson 95% interval of `target_err` and `below_bayes_floor`.
 
 The setting key depends on the seed only (`key_axes=('seed',)`): every ε of one seed sees the
 same draws (the broken set grows with ε) and initialisations. The observation maps and class
@@ -33,7 +35,6 @@ does not transfer to φ_A. C3 is then loose for CMD/CMC and tight-ish for L2, an
 domain classifier separates CMD/CMC features from φ_A almost perfectly whatever ε.
 """
 
-import ml_collections
 import numpy as np
 
 from xdistill_jax import config_schema
@@ -54,48 +55,6 @@ FIELDS = (
     'infonce_temperature', 'cmc_temperature', 'cmd_teacher_temperature',
     'cmd_student_temperature', 'margin_rho',
 )
-
-
-def default_config() -> ml_collections.ConfigDict:
-  """The ε sweep of `configs/cmcd_tv.py` (sizes chosen for ≤ 3 min on a 2-core CPU)."""
-  config = base.common_config('cmcd')
-  config.epsilons = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)  # exact TV between the modalities
-  config.runs = 10  # seeds
-  config.methods = pipeline.METHODS
-  config.num_pairs = (256,)  # M: unlabelled pairs for distillation (and for target SSL)
-  config.m_labelled = (16,)  # m: labelled target examples for the probes / target-only
-  # Generator (cmcd.md): y ~ U{K}, z = s·e_y + r·u, u uniform in the unit ball of R^d.
-  config.latent_dim = 8
-  config.num_classes = 8
-  config.class_separation = 2.0  # s; supports are disjoint iff s·√2 > 2r
-  config.latent_radius = 1.0  # r
-  config.obs_dim_a = 16  # D_A: source observations ψ([z, flag] W_A + b_A)
-  config.obs_dim_b = 12  # D_B: target observations, a different map and dimension
-  config.map_seed = 0  # the observation maps are fixed per sweep, from this seed
-  config.aug_sigma = 0.3  # views f(z + σ_aug η)
-  config.n_pretrain = 256  # unlabelled source examples for InfoNCE pre-training
-  config.n_domain = 256  # held-out pairs per side to train the domain classifiers
-  config.n_test = 1000  # coupled test pairs (errors, C3 statistics, domain accuracy)
-  # Models: ReLU MLP encoders width × depth → feature_dim (L2-normalised), SSL head → proj_dim.
-  config.width = 32
-  config.depth = 2
-  config.feature_dim = 16
-  config.proj_dim = 16
-  config.domain_width = 0  # domain classifier: 0 = logistic regression, else a hidden layer
-  # Optimisation: full-batch Adam.
-  config.learning_rate = 3e-3  # encoders (pre-training, distillation, SSL, target-only)
-  config.probe_learning_rate = 1e-2  # linear probes and domain classifiers
-  config.pretrain_steps = 300
-  config.distill_steps = 300
-  config.probe_steps = 300
-  config.infonce_temperature = 0.1
-  config.cmc_temperature = 0.1
-  config.cmd_teacher_temperature = 0.05  # τ_A < τ_B (SEED-style)
-  config.cmd_student_temperature = 0.2
-  config.margin_rho = 1.0  # logit margin ρ of the probe's margin risk (C4)
-  # Execution only: groups of 7 settings divide 70 on 1 or 2 devices (no padded settings).
-  config.sweep.vmap_width = 7
-  return config
 
 
 def validate(config) -> None:
@@ -141,14 +100,10 @@ def inner_axes(config) -> dict[str, np.ndarray]:
           'method': np.asarray(config.methods)}
 
 
-def make_setting_fn(config) -> base.SettingFn:
+def make_setting_fn(config, with_params: bool = False) -> base.SettingFn:
   maps = pipeline.make_maps(config)
-  return lambda key, setting: pipeline.run_setting(config, maps, key, setting['epsilon'])[0]
-
-
-def make_params_fn(config):
-  maps = pipeline.make_maps(config)
-  return lambda key, setting: pipeline.run_setting(config, maps, key, setting['epsilon'])[1]
+  run = lambda key, setting: pipeline.run_setting(config, maps, key, setting['epsilon'])
+  return run if with_params else lambda key, setting: run(key, setting)[0]
 
 
 def derived(table, config):
@@ -292,5 +247,5 @@ EXPERIMENT = base.Experiment(
     make_setting_fn=make_setting_fn, key_axes=('seed',),
     group_by=('epsilon', 'num_pairs', 'm_labelled', 'method'),
     figures=make_figures, derived=derived,
-    nan_ok=pipeline.DISTILL_ONLY + pipeline.PROBE_ONLY, params_fn=make_params_fn,
+    nan_ok=pipeline.DISTILL_ONLY + pipeline.PROBE_ONLY, saves_params=True,
     inner_axes=inner_axes)

@@ -1,4 +1,4 @@
-"""The CMCD pipeline (cmcd.md) as pure, vmappable stages of one setting.
+"""The CMCD pipeline (docs/protocols.md §C) as pure, vmappable stages of one setting.
 
 1. `draw`: every sample of a setting from the exact-TV generator.
 2. `pretrain_source`: InfoNCE on two views of the source examples → encoder φ_A (then frozen).
@@ -40,6 +40,7 @@ import optax
 from xdistill_jax import bounds
 from xdistill_jax import divergences
 from xdistill_jax import losses
+from xdistill_jax import measures
 from xdistill_jax import training
 from xdistill_jax.generators import cmcd_latent
 from xdistill_jax.models import MLP
@@ -52,7 +53,8 @@ PROBED = DISTILL_METHODS + ('target_ssl',)
 # Metrics that are NaN by definition for some methods (see `measure`).
 DISTILL_ONLY = ('source_err', 'pair_disagreement', 'clean_disagreement', 'clean_cosine',
                 'domain_acc', 'tv_estimate')
-PROBE_ONLY = ('probe_margin_risk', 'rademacher', 'probe_weight_norm')
+PROBE_ONLY = ('probe_margin_risk', 'rademacher', 'probe_weight_norm', 'probe_margin_norm',
+              'probe_input_frobenius_norm')
 
 
 class Coupled(NamedTuple):
@@ -155,10 +157,6 @@ def init_params(model, key, x):
   return jax.tree.map(lambda u, b: u * b, unit, bound(zeros))
 
 
-def _normalize(h):
-  return h * jax.lax.rsqrt(jnp.maximum(jnp.sum(h * h, -1, keepdims=True), 1e-12))
-
-
 def embed(config, tower, x):
   """The tower's output: projection head ∘ encoder (not normalised)."""
   return head(config).apply(tower['head'], encoder(config).apply(tower['encoder'], x))
@@ -166,7 +164,7 @@ def embed(config, tower, x):
 
 def features(config, tower, x):
   """The representation φ(x): the L2-normalised encoder output (before the head)."""
-  return _normalize(encoder(config).apply(tower['encoder'], x))
+  return losses.l2_normalize(encoder(config).apply(tower['encoder'], x))
 
 
 def ssl_loss(config, params, views):
@@ -200,7 +198,8 @@ def pretrain_source(config, key, views, steps=None):
 
 
 def distillation_loss(config, method, student_output, teacher_features):
-  """Mean CMD / CMC / one-directional CMC / L2 loss over the paired batch (cmcd.md step 2)."""
+  """Mean CMD / CMC / one-directional CMC / L2 loss over the paired batch (docs/protocols.md
+  §C, step 2)."""
   if method == 'cmd':
     per_pair = losses.cmd_loss(student_output, teacher_features,
                                config.cmd_student_temperature, config.cmd_teacher_temperature)
@@ -374,6 +373,10 @@ def measure(config, data: SettingData, target_params, target_losses, head_params
              'probe_margin_risk': bounds.empirical_margin_risk(lab_logits, lab.y,
                                                                config.margin_rho, mask=w),
              'probe_weight_norm': norm,
+             # C4 inputs: Λ of the margin bound and ‖X̃‖_F of the m labelled features.
+             'probe_margin_norm': bounds.margin_weight_norm(measures.augmented_weights(g)),
+             'probe_input_frobenius_norm': jnp.sqrt(jnp.sum(
+                 jnp.where(w > 0, jnp.sum(augmented ** 2, -1), 0.0))),
              'rademacher': bounds.rademacher_linear_closed_form(augmented, norm, mask=w)}
       if method in DISTILL_METHODS:
         pred_a = jnp.argmax(probe.apply(g, phi_a_test), -1)

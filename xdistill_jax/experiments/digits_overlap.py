@@ -1,10 +1,10 @@
 """Real-image overlap: cross-modal KD between two bands of columns of handwritten digits.
 
-The real-image counterpart of NTDH protocols G and S (ntdh.md): the 1,797 real 8 × 8 digits
-of scikit-learn's ``load_digits`` (10 classes, so the non-target divergence is non-trivial),
-split into two modalities by pixel columns (`xdistill_jax.generators.digits_bands`): the
-student sees columns 0..w-1, the teacher columns (w-o)..(2w-1-o), so o ∈ [0, w] columns are
-shared; γ = o / (2w − o).
+The real-image counterpart of NTDH protocols G and S (docs/protocols.md §R): the 1,797
+real 8 × 8 digits of scikit-learn's ``load_digits`` (10 classes, so the non-target
+divergence is non-trivial), split into two modalities by pixel columns
+(`xdistill_jax.generators.digits_bands`): the student sees columns 0..w-1, the teacher
+columns (w-o)..(2w-1-o), so o ∈ [0, w] columns are shared; γ = o / (2w − o).
 
 Per setting (overlap o, seed):
 
@@ -16,7 +16,7 @@ Per setting (overlap o, seed):
    one fused `training.fit` (full batch, SGD);
 3. every KD method of ``config.methods`` — the inner axis ``method`` — trains its own student
    from the baseline's initial parameters on the frozen, shared teacher, all methods in one
-   fused `training.fit`. Losses (ntdh.md, Table 1; weights ``ce_weight : kd_weight`` = 1 : 1,
+   fused `training.fit`. Losses (docs/protocols.md §T; weights ``ce_weight : kd_weight`` = 1 : 1,
    T = ``temperature`` = 0.7):
 
    * ``kl``: CE + KL(softmax(z_t/T) ‖ softmax(z_s/T)) (`losses.kd`; no T² factor, as
@@ -49,11 +49,11 @@ import pathlib
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
 from xdistill_jax import config_schema
+from xdistill_jax import kd_methods
 from xdistill_jax import losses
 from xdistill_jax import measures
 from xdistill_jax import training
@@ -70,35 +70,6 @@ FIELDS = (
     'learning_rate', 'momentum', 'temperature', 'ce_weight', 'kd_weight', 'dkd_alpha',
     'dkd_beta', 'mask_threshold', 'methods', 'margin_rho',
 )
-
-
-def default_config() -> ml_collections.ConfigDict:
-  """Digits, bands of 4 columns, overlap 0..4, 20 seeds, four KD methods, linear models."""
-  config = base.common_config('digits_overlap')
-  config.overlaps = (0, 1, 2, 3, 4)  # shared pixel columns o
-  config.runs = 20  # seeds: split + noise + initialisation
-  config.band_width = 4  # w: pixel columns per modality
-  config.fill = 'zero'  # hidden pixels: 'zero' or 'noise' (see generators/digits_bands.py)
-  config.n_train = 200  # 20 images per class on average: the small-data regime of KD
-  config.n_test = 1597  # the rest of the 1,797 images
-  # Softmax regression 64 → 10 (as protocol G's linear models; adds the N4 margin bound);
-  # (32,) = MLP 64 → 32 → 10 with ReLU.
-  config.hidden = ()
-  # Full-batch SGD, not run to convergence: the teacher still errs on a few per cent of its
-  # training images, which is where the sample mask ω acts (a teacher that interpolates its
-  # training set has ω = 1 everywhere and KL+ω = KL).
-  config.steps = 300
-  config.learning_rate = 0.5
-  config.momentum = 0.0  # heavy-ball momentum; 0 = plain SGD
-  config.temperature = 0.7  # ntdh.md Table 1 / protocol G
-  config.ce_weight = 1.0
-  config.kd_weight = 1.0
-  config.dkd_alpha = 1.0
-  config.dkd_beta = 1.0
-  config.mask_threshold = 0.996  # cosine threshold τ of ω
-  config.methods = METHODS
-  config.margin_rho = 1.0  # N4 margin (linear models only)
-  return config
 
 
 def validate(config) -> None:
@@ -139,19 +110,12 @@ def _optimizer(config) -> optax.GradientTransformation:
   return optax.sgd(config.learning_rate, momentum=config.momentum or None)
 
 
-def method_loss(config, method, student_logits, teacher_logits, labels):
-  """The distillation term of one KD method (mean over the batch), without the CE term."""
-  t, s, y, temp = teacher_logits, student_logits, labels, config.temperature
-  if method == 'kl':
-    per_example = losses.kd(s, t, temp)
-  elif method == 'kl_omega':
-    per_example = losses.masked_kd(s, t, y, temp, config.mask_threshold)
-  elif method in ('dkd', 'dkd_omega'):
-    omega = losses.sample_mask(t, s, y, config.mask_threshold) if method == 'dkd_omega' else None
-    per_example = losses.dkd(s, t, y, config.dkd_alpha, config.dkd_beta, temp, weights=omega)
-  else:
-    raise ValueError(f'unknown KD method {method!r}; allowed: {", ".join(METHODS)}')
-  return jnp.mean(per_example)
+def hyper(config) -> kd_methods.Hyper:
+  """The `kd_methods` objective weights of this experiment: one T for KL, KL+ω and DKD."""
+  return kd_methods.Hyper(temperature=config.temperature, ce_weight=config.ce_weight,
+                          kd_weight=config.kd_weight, dkd_alpha=config.dkd_alpha,
+                          dkd_beta=config.dkd_beta, dkd_temperature=config.temperature,
+                          omega_threshold=config.mask_threshold)
 
 
 def _train(config, key, setting):
@@ -171,22 +135,19 @@ def _train(config, key, setting):
                                              'baseline': student_init},
                            optimizer, config.steps)
   teacher_logits = jax.lax.stop_gradient(model.apply(params['teacher'], train.x_a))
+  h = hyper(config)
 
   def distill_loss(students):  # every method's student in one loop, on the shared teacher
-    total = 0.0
-    for method in config.methods:
-      logits = model.apply(students[method], train.x_b)
-      total += (config.ce_weight * training.cross_entropy(logits, train.y)
-                + config.kd_weight * method_loss(config, method, logits, teacher_logits,
-                                                 train.y))
-    return total
+    return sum(kd_methods.objective(m, h, model.apply(students[m], train.x_b), teacher_logits,
+                                    train.y)
+               for m in config.methods)
 
   params['students'], _ = training.fit(
       distill_loss, {m: student_init for m in config.methods}, optimizer, config.steps)
   return params, (train, test)
 
 
-def make_setting_fn(config) -> base.SettingFn:
+def make_setting_fn(config, with_params: bool = False) -> base.SettingFn:
   model = _model(config)
   methods = tuple(config.methods)
   linear = not tuple(config.hidden)
@@ -233,13 +194,9 @@ def make_setting_fn(config) -> base.SettingFn:
     shared |= measures.teacher_student_divergences(t_test, b_test, test.y,
                                                    suffix='_baseline_test')
     shared = {k: jnp.broadcast_to(v, (len(methods),) + jnp.shape(v)) for k, v in shared.items()}
-    return metrics | shared
+    return (metrics | shared, params) if with_params else metrics | shared
 
   return setting_fn
-
-
-def make_params_fn(config):
-  return lambda key, setting: _train(config, key, setting)[0]
 
 
 def derived(table, config):
@@ -252,38 +209,6 @@ def derived(table, config):
 # ----------------------------------------------------------------------------------------
 # Rank correlation (the NTDH hypothesis: smaller non-target divergence ↔ larger KD gain).
 # ----------------------------------------------------------------------------------------
-def _ranks(x):
-  """Ranks 1..n with ties given their average rank."""
-  x = np.asarray(x, np.float64)
-  order = np.argsort(x, kind='mergesort')
-  ranks = np.empty(len(x))
-  ranks[order] = np.arange(1, len(x) + 1)
-  _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
-  sums = np.bincount(inverse, weights=ranks)
-  return sums[inverse] / counts[inverse]
-
-
-def spearman(x, y, permutations=2000, seed=0) -> dict:
-  """Spearman's ρ of finite pairs, with a two-sided permutation p-value.
-
-  Returns ``{'rho', 'p_value', 'n'}``; ρ is NaN when fewer than 3 pairs remain or one side is
-  constant.
-  """
-  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-  keep = np.isfinite(x) & np.isfinite(y)
-  x, y = x[keep], y[keep]
-  n = int(len(x))
-  if n < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-    return {'rho': float('nan'), 'p_value': float('nan'), 'n': n}
-  rx, ry = _ranks(x), _ranks(y)
-  rx, ry = (rx - rx.mean()) / rx.std(), (ry - ry.mean()) / ry.std()
-  rho = float(np.mean(rx * ry))
-  shuffled = np.random.default_rng(seed).permuted(np.tile(ry, (permutations, 1)), axis=1)
-  null = shuffled @ rx / n
-  p_value = float((1 + np.sum(np.abs(null) >= abs(rho) - 1e-12)) / (permutations + 1))
-  return {'rho': rho, 'p_value': p_value, 'n': n}
-
-
 def correlations(table, summary, divergence='nckd_test') -> dict:
   """Spearman ρ(Δ, divergence): per setting (pooled and per method) and over group means."""
   healthy = ~np.asarray(table.get('diverged', np.zeros(len(table['delta']), bool)), bool)
@@ -291,13 +216,13 @@ def correlations(table, summary, divergence='nckd_test') -> dict:
   methods = list(dict.fromkeys(np.asarray(rows['method']).tolist()))
   out = {'x': divergence, 'y': 'delta',
          'expectation': 'NTDH predicts rho < 0: smaller non-target divergence, larger KD gain',
-         'per_setting': {'pooled': spearman(rows[divergence], rows['delta'])},
+         'per_setting': {'pooled': tables.spearman(rows[divergence], rows['delta'])},
          'per_overlap_means': {}}
   for m in methods:
     sel = rows['method'] == m
-    out['per_setting'][m] = spearman(rows[divergence][sel], rows['delta'][sel])
+    out['per_setting'][m] = tables.spearman(rows[divergence][sel], rows['delta'][sel])
     sel = summary['method'] == m
-    out['per_overlap_means'][m] = spearman(summary[divergence + '_mean'][sel],
+    out['per_overlap_means'][m] = tables.spearman(summary[divergence + '_mean'][sel],
                                            summary['delta_mean'][sel])
   return out
 
@@ -393,4 +318,4 @@ def make_figures(table, summary, config, workdir):
 EXPERIMENT = base.Experiment(
     name='digits_overlap', fields=FIELDS, validate=validate, axes=axes,
     make_setting_fn=make_setting_fn, group_by=('method', 'overlap'), figures=make_figures,
-    key_axes=('seed',), derived=derived, params_fn=make_params_fn, inner_axes=inner_axes)
+    key_axes=('seed',), derived=derived, saves_params=True, inner_axes=inner_axes)

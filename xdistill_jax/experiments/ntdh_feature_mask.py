@@ -1,4 +1,4 @@
-"""NTDH feature masking guided by the non-target divergence (ntdh.md, "Masking").
+"""NTDH feature masking guided by the non-target divergence (docs/protocols.md §M).
 
 Run on protocol S (`generators.kclass`, four classes): with two classes (protocol G) the
 non-target distribution is a point mass, the non-target divergence is identically zero and
@@ -60,21 +60,6 @@ DIVERGENCES = {
 FIELDS = ntdh_kclass.PROTOCOL_FIELDS + (
     'keep', 'tag_repeats', 'divergence', 'joint_momentum', 'modes', 'ce_weight', 'kd_weight')
 NAN_OK = ('tag_shared', 'tag_teacher_only', 'tag_noise')
-
-
-def default_config() -> ml_collections.ConfigDict:
-  config = base.common_config('ntdh_feature_mask')
-  for name, value in ntdh_kclass.protocol_config().items():
-    config[name] = value
-  config.runs = 10
-  config.keep = 5  # k teacher columns kept (<= the smallest positive overlap, 5)
-  config.tag_repeats = 10
-  config.divergence = 'nckd'
-  config.joint_momentum = 0.9
-  config.modes = MODES
-  config.ce_weight = 1.0
-  config.kd_weight = 1.0
-  return config
 
 
 def validate(config) -> None:

@@ -4,7 +4,7 @@ Per setting (overlap o, seed): the `make_classification`-style data set of
 `generators.kclass` (10,000 examples, 4 classes, 50 informative features, 60/40 split), an
 MLP teacher (50 → 16 → 16 → 4, ReLU) on modality a, a baseline student and a KD student on
 modality b, full-batch SGD lr 0.01 for 1000 steps, KD loss 1·CE + 1·KL(p_t^T ‖ p_s^T) at
-T = 1 (ntdh.md, protocol S). Teacher and baseline train in one loop; the KD student starts
+T = 1 (docs/protocols.md §S). Teacher and baseline train in one loop; the KD student starts
 from the baseline's initial parameters (so Δ measures the KD term alone) and is trained by
 `kd_methods.fit_students` with the 'kl' method, the same code as Table 1.
 
@@ -28,7 +28,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
-from scipy import stats  # noqa: E402
 
 from xdistill_jax import config_schema  # noqa: E402
 from xdistill_jax import divergences  # noqa: E402
@@ -39,6 +38,7 @@ from xdistill_jax.experiments import base  # noqa: E402
 from xdistill_jax.generators import kclass  # noqa: E402
 from xdistill_jax.models import MLP, init_models  # noqa: E402
 from xdistill_jax.reporting import figures  # noqa: E402
+from xdistill_jax.reporting import tables  # noqa: E402
 
 # The data, model and training fields of protocol S (shared with ntdh_table1's `S.` group).
 PROTOCOL_FIELDS = (
@@ -47,38 +47,6 @@ PROTOCOL_FIELDS = (
     'steps', 'learning_rate', 'temperature', 'bayes_samples',
 )
 FIELDS = PROTOCOL_FIELDS + ('ce_weight', 'kd_weight', 'moments')
-
-
-def protocol_config() -> ml_collections.ConfigDict:
-  """Protocol S with every number of ntdh.md."""
-  config = ml_collections.ConfigDict()
-  config.overlaps = (20, 15, 10, 5, 0)  # o; γ = o / teacher_decisive
-  config.runs = 20
-  config.num_examples = 10_000
-  config.num_classes = 4
-  config.num_informative = 50
-  config.dim = 50  # columns per modality
-  config.student_decisive = 20  # s: the student sees features 0..s-1
-  config.teacher_decisive = 20  # t: the teacher sees features (s-o)..(s+t-1-o)
-  config.train_fraction = 0.6
-  config.class_sep = 1.0
-  config.flip_y = 0.01  # scikit-learn's default, which the authors keep
-  config.hidden = (16, 16)
-  config.steps = 1000
-  config.learning_rate = 0.01
-  config.temperature = 1.0
-  config.bayes_samples = 10_000  # Monte Carlo sample of the N3 floor; 0 = not estimated
-  return config
-
-
-def default_config() -> ml_collections.ConfigDict:
-  config = base.common_config('ntdh_kclass')
-  for name, value in protocol_config().items():
-    config[name] = value
-  config.ce_weight = 1.0
-  config.kd_weight = 1.0
-  config.moments = 5
-  return config
 
 
 def validate_protocol(config, prefix: str = '') -> None:
@@ -193,7 +161,7 @@ def _train(config, key, setting):
   return params, (train, test, clusters, k_bayes)
 
 
-def make_setting_fn(config) -> base.SettingFn:
+def make_setting_fn(config, with_params: bool = False) -> base.SettingFn:
   net = model(config)
 
   def setting_fn(key, setting):
@@ -214,6 +182,7 @@ def make_setting_fn(config) -> base.SettingFn:
             jax.nn.softmax(t_train), jax.nn.softmax(kd_train), config.moments),
         'nckd_train': jnp.mean(divergences.non_target_kl(t_train, kd_train, train.y)),
         'n_train': jnp.asarray(train.y.shape[0], jnp.float32),
+        'n_test': jnp.asarray(test.y.shape[0], jnp.float32),
         'num_classes': jnp.asarray(config.num_classes, jnp.float32),
         'confidence_delta': jnp.asarray(config.delta, jnp.float32),
     }
@@ -221,13 +190,9 @@ def make_setting_fn(config) -> base.SettingFn:
     metrics |= measures.teacher_student_divergences(t_test, kd_test, test.y, suffix='_test')
     metrics |= kd_methods.omega_statistics(t_train, kd_train, train.y)
     metrics |= bayes_floors(config, k_bayes, clusters, setting['overlap'])
-    return metrics
+    return (metrics, params) if with_params else metrics
 
   return setting_fn
-
-
-def make_params_fn(config):
-  return lambda key, setting: _train(config, key, setting)[0]
 
 
 def gamma(overlap, teacher_decisive):
@@ -242,15 +207,6 @@ def derived(table, config):
 # --------------------------------------------------------------------------------------------
 # The central NTDH figure (shared with ntdh_table1).
 # --------------------------------------------------------------------------------------------
-def spearman(x, y) -> float:
-  """Spearman rank correlation of the finite pairs (NaN if fewer than 3 or constant)."""
-  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-  keep = np.isfinite(x) & np.isfinite(y)
-  if keep.sum() < 3 or np.ptp(x[keep]) == 0 or np.ptp(y[keep]) == 0:
-    return float('nan')
-  return float(stats.spearmanr(x[keep], y[keep]).statistic)
-
-
 def divergence_figure(table, summary, path, divergence='nckd_test', title='',
                       divergence_label='non-target divergence D_NT (NCKD, test, nats)',
                       x='gamma', xlabel='γ'):
@@ -266,10 +222,10 @@ def divergence_figure(table, summary, path, divergence='nckd_test', title='',
   fig, axes = plt.subplots(1, 2 if pairs else 1, figsize=(11 if pairs else 6, 4.6),
                            squeeze=False)
   ax = axes[0, 0]
-  rho = spearman(sub[divergence], sub['delta'])
+  rho = tables.spearman(sub[divergence], sub['delta'], permutations=0)['rho']
   for i, m in enumerate(methods):
     rows = method_of == m
-    r = spearman(sub[divergence][rows], sub['delta'][rows])
+    r = tables.spearman(sub[divergence][rows], sub['delta'][rows], permutations=0)['rho']
     ax.scatter(sub[divergence][rows], sub['delta'][rows], s=6, alpha=0.45, color=f'C{i % 10}',
                label=f'{kd_methods.LABELS.get(m, m)} (ρ = {r:+.2f})')
   ax.axhline(0, color='k', lw=0.8)
@@ -310,4 +266,4 @@ def make_figures(table, summary, config, workdir):
 EXPERIMENT = base.Experiment(
     name='ntdh_kclass', fields=FIELDS, validate=validate, axes=axes,
     make_setting_fn=make_setting_fn, group_by=('overlap',), figures=make_figures,
-    derived=derived, nan_ok=measures.TEACHER_WRONG_COLUMNS, params_fn=make_params_fn)
+    derived=derived, nan_ok=measures.TEACHER_WRONG_COLUMNS, saves_params=True)

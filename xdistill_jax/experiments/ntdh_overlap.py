@@ -2,21 +2,22 @@
 
 Per setting (overlap o, seed): a linear teacher on modality a, a baseline student and a KD
 student on modality b, full-batch SGD, KD loss `ce_weight`·CE + `kd_weight`·KL(p_t^T ‖ p_s^T)
-at T = 0.7 without the T² factor (ntdh.md, protocol G). The baseline and KD students start
+at T = 0.7 without the T² factor (docs/protocols.md §G). The baseline and KD students start
 from the same initial parameters, so Δ measures the KD term alone (the expectation of Δ is
 the same as with independent initialisations; its variance is lower).
 """
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
 from xdistill_jax import bounds
 from xdistill_jax import config_schema
 from xdistill_jax import divergences
+from xdistill_jax import kd_floor
 from xdistill_jax import losses
+from xdistill_jax import pac_bayes
 from xdistill_jax import training
 from xdistill_jax.experiments import base
 from xdistill_jax import measures
@@ -29,26 +30,6 @@ FIELDS = (
     'steps', 'learning_rate', 'temperature', 'ce_weight', 'kd_weight', 'moments',
     'margin_rho',
 )
-
-
-def default_config() -> ml_collections.ConfigDict:
-  """Protocol G with every number of ntdh.md."""
-  config = base.common_config('ntdh_overlap')
-  config.overlaps = (0, 2, 4, 6, 8, 10)  # a tuple: ml_collections overrides tuples, not lists
-  config.runs = 100
-  config.num_decisive = 20  # D: decisive features, hyperplane a ~ N(0, I_D)
-  config.student_decisive = 10  # s: the student sees decisive features 0..s-1
-  config.dim = 25  # columns per modality
-  config.n_train = 200
-  config.n_test = 1000
-  config.steps = 1000
-  config.learning_rate = 0.1
-  config.temperature = 0.7
-  config.ce_weight = 1.0
-  config.kd_weight = 1.0
-  config.moments = 5  # CMD_K between raw inputs and between softmax outputs
-  config.margin_rho = 1.0  # logit margin of the multiclass margin bound (N4)
-  return config
 
 
 def validate(config) -> None:
@@ -113,7 +94,7 @@ def _train(config, key, setting):
   return params, (hyperplane, train, test)
 
 
-def make_setting_fn(config) -> base.SettingFn:
+def make_setting_fn(config, with_params: bool = False) -> base.SettingFn:
   model = MLP(num_classes=2)
 
   def setting_fn(key, setting):
@@ -142,23 +123,27 @@ def make_setting_fn(config) -> base.SettingFn:
     cols_a = decisive_features.teacher_columns(overlap, config.dim, config.num_decisive,
                                                config.student_decisive)
     cols_b = decisive_features.student_columns(config.dim, config.student_decisive)
+    # P1 (PAC-Bayes-kl) inputs of both linear students; F1, the KD floor of this teacher.
+    for name in ('kd', 'baseline'):
+      metrics |= pac_bayes.binary_p1(*pac_bayes.dense_layer(params[name]), train.x_b,
+                                     train.y, test.x_b, test.y, config.delta, weights=w,
+                                     prefix=name + '_')
+    metrics |= kd_floor.protocol_g_floor(*pac_bayes.dense_layer(params['teacher']), test.x_b,
+                                         cols_a & cols_b, kd_test, t_test)
     d = config.num_decisive
     metrics |= {
         'bayes_floor_a': bounds.decisive_feature_bayes_floor(hyperplane, cols_a[:d]),
         'bayes_floor_b': bounds.decisive_feature_bayes_floor(hyperplane, cols_b[:d]),
         'n_train': jnp.asarray(setting.get('n', config.n_train), jnp.float32),
-        'vc_dim': jnp.asarray(config.dim + 1, jnp.float32),
+        'n_test': jnp.asarray(test.y.shape[0], jnp.float32),
+        'vc_dim': jnp.asarray(bounds.linear_vc_dimension(config.dim), jnp.float32),
         'num_classes': jnp.asarray(2.0),
         'margin_rho': jnp.asarray(config.margin_rho, jnp.float32),
         'confidence_delta': jnp.asarray(config.delta, jnp.float32),
     }
-    return metrics
+    return (metrics, params) if with_params else metrics
 
   return setting_fn
-
-
-def make_params_fn(config):
-  return lambda key, setting: _train(config, key, setting)[0]
 
 
 def derived(table, config):
@@ -177,4 +162,4 @@ def make_figures(table, summary, config, workdir):
 EXPERIMENT = base.Experiment(
     name='ntdh_overlap', fields=FIELDS, validate=validate, axes=axes,
     make_setting_fn=make_setting_fn, group_by=('overlap',), figures=make_figures,
-    derived=derived, nan_ok=measures.TEACHER_WRONG_COLUMNS, params_fn=make_params_fn)
+    derived=derived, nan_ok=measures.TEACHER_WRONG_COLUMNS, saves_params=True)

@@ -19,17 +19,6 @@ from xdistill_jax.reporting import figures
 FIELDS = tuple(f for f in ntdh_overlap.FIELDS if f != 'n_train') + ('sample_sizes',)
 
 
-def default_config():
-  """Protocol G at overlaps 0 and 10, n from 50 to 10,000, 10 seeds."""
-  config = ntdh_overlap.default_config()
-  config.experiment = 'ntdh_samples'
-  del config['n_train']
-  config.sample_sizes = (50, 100, 200, 500, 1000, 2000, 5000, 10000)
-  config.overlaps = (0, 10)
-  config.runs = 10
-  return config
-
-
 def _protocol_config(config):
   """The protocol-G config whose `n_train` rows are the largest sample size."""
   protocol = config.copy_and_resolve_references()
@@ -48,8 +37,8 @@ def axes(config):
   return {'n': np.asarray(config.sample_sizes, np.int32)} | ntdh_overlap.axes(config)
 
 
-def make_setting_fn(config):
-  return ntdh_overlap.make_setting_fn(_protocol_config(config))
+def make_setting_fn(config, with_params: bool = False):
+  return ntdh_overlap.make_setting_fn(_protocol_config(config), with_params)
 
 
 def derived(table, config):
@@ -71,4 +60,5 @@ EXPERIMENT = base.Experiment(
     name='ntdh_samples', fields=FIELDS, validate=validate, axes=axes,
     make_setting_fn=make_setting_fn, group_by=('n', 'overlap'), figures=make_figures,
     derived=derived, nan_ok=ntdh_overlap.EXPERIMENT.nan_ok,
-    key_axes=('overlap', 'seed'))  # every n of a seed sees the same draw: nested samples
+    key_axes=('overlap', 'seed'),  # every n of a seed sees the same draw: nested samples
+    saves_params=True)

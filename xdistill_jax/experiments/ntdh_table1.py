@@ -9,7 +9,7 @@ term alone, and methods are compared on the same data, teacher and initialisatio
 metric comes out with a leading method dimension and each method becomes its own row.
 
 Protocol G reuses the key layout of `ntdh_overlap`, so the 'kl' rows reproduce that
-experiment's KD student. Method hyperparameters (ntdh.md): weights 1 : 1 except CRD
+experiment's KD student. Method hyperparameters (docs/protocols.md §T): weights 1 : 1 except CRD
 (1.0 : 0.02, dim 8, τ = 0.07); DKD α = β = 1, T = 0.7; KL family at the protocol's T (0.7 on
 G, 1 on S). Design choices (features = logits, learned FitNet/CRD heads, in-batch CRD, RKD
 triplet sample, relational subset on S) are documented in `kd_methods`.
@@ -23,18 +23,18 @@ the KL rows.
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
 from xdistill_jax import bounds
 from xdistill_jax import config_schema
+from xdistill_jax import kd_floor
 from xdistill_jax import kd_methods
 from xdistill_jax import measures
+from xdistill_jax import pac_bayes
 from xdistill_jax import training
 from xdistill_jax.experiments import base
 from xdistill_jax.experiments import ntdh_kclass
-from xdistill_jax.experiments import ntdh_overlap
 from xdistill_jax.generators import decisive_features
 from xdistill_jax.generators import kclass
 from xdistill_jax.models import MLP, init_models
@@ -42,44 +42,25 @@ from xdistill_jax.reporting import figures
 from xdistill_jax.reporting import tables
 
 PROTOCOLS = ('G', 'S')
-# Per-protocol fields besides the protocol's own data/model/training fields.
-METHOD_PROTOCOL_FIELDS = ('dkd_temperature', 'relational_batch', 'rkd_angle_rows')
+# Per-protocol method fields besides the protocol's own data/model/training fields (the
+# authors' protocol-S script weighs DKD, CRD, FitNet and RKD otherwise than on G).
+METHOD_PROTOCOL_FIELDS = ('dkd_alpha', 'dkd_beta', 'dkd_temperature', 'crd_weight',
+                          'crd_kl_weight', 'fitnet_weight', 'fitnet_kl_weight', 'rkd_kl_weight',
+                          'relational_batch', 'rkd_angle_rows')
+PROTOCOL_WEIGHTS = METHOD_PROTOCOL_FIELDS[:-2]
 G_FIELDS = ('overlaps', 'runs', 'num_decisive', 'student_decisive', 'dim', 'n_train', 'n_test',
             'steps', 'learning_rate', 'temperature', 'margin_rho') + METHOD_PROTOCOL_FIELDS
 S_FIELDS = ntdh_kclass.PROTOCOL_FIELDS + METHOD_PROTOCOL_FIELDS
-METHOD_FIELDS = ('methods', 'ce_weight', 'kd_weight', 'crd_weight', 'crd_dim', 'crd_temperature',
-                 'dkd_alpha', 'dkd_beta', 'omega_threshold', 'rkd_distance_weight',
-                 'rkd_angle_weight')
+METHOD_FIELDS = ('methods', 'ce_weight', 'kd_weight', 'crd_dim', 'crd_temperature',
+                 'omega_threshold', 'rkd_distance_weight', 'rkd_angle_weight')
 FIELDS = (('protocol',) + METHOD_FIELDS + tuple('G.' + f for f in G_FIELDS)
           + tuple('S.' + f for f in S_FIELDS))
-
-
-def default_config(protocol: str = 'G') -> ml_collections.ConfigDict:
-  """Table 1 on `protocol` ('G' or 'S'; switch with --config.protocol)."""
-  config = base.common_config('ntdh_table1')
-  config.protocol = protocol
-  config.methods = kd_methods.METHODS
-  hyper = kd_methods.Hyper()
-  for name in METHOD_FIELDS[1:]:
-    config[name] = getattr(hyper, name)
-  g_defaults = ntdh_overlap.default_config()
-  config.G = ml_collections.ConfigDict({f: g_defaults[f] for f in G_FIELDS
-                                        if f not in METHOD_PROTOCOL_FIELDS})
-  config.G.dkd_temperature = 0.7
-  config.G.relational_batch = 0  # 0 = the whole batch (n = 200)
-  config.G.rkd_angle_rows = 16  # RKD on a fixed 3×16-row minibatch (16³ angle triplets)
-  config.S = ntdh_kclass.protocol_config()
-  config.S.dkd_temperature = 0.7
-  config.S.relational_batch = 256  # of 6000 training examples
-  config.S.rkd_angle_rows = 16
-  return config
 
 
 def validate(config) -> None:
   protocol = config_schema.choice(config, 'protocol', PROTOCOLS)
   config_schema.choice_list(config, 'methods', kd_methods.METHODS)
-  for name in ('ce_weight', 'kd_weight', 'crd_weight', 'dkd_alpha', 'dkd_beta',
-               'rkd_distance_weight', 'rkd_angle_weight'):
+  for name in ('ce_weight', 'kd_weight', 'rkd_distance_weight', 'rkd_angle_weight'):
     config_schema.number(config, name, 0.0)
   config_schema.integer(config, 'crd_dim', 1)
   config_schema.number(config, 'crd_temperature', 0.0, low_open=True)
@@ -99,6 +80,9 @@ def validate(config) -> None:
     config_schema.number(config, p + 'margin_rho', 0.0, low_open=True)
   else:
     ntdh_kclass.validate_protocol(config, p)
+  for name in PROTOCOL_WEIGHTS:
+    if name != 'dkd_temperature':
+      config_schema.number(config, p + name, 0.0)
   config_schema.number(config, p + 'dkd_temperature', 0.0, low_open=True)
   config_schema.integer(config, p + 'relational_batch', 0)
   config_schema.integer(config, p + 'rkd_angle_rows', 0)
@@ -128,14 +112,13 @@ def inner_axes(config) -> dict[str, np.ndarray]:
 
 
 def hyper(config) -> kd_methods.Hyper:
+  """The objectives' hyperparameters: shared fields, then the protocol's own weights."""
   pc = _pc(config)
   return kd_methods.Hyper(
       temperature=pc.temperature, ce_weight=config.ce_weight, kd_weight=config.kd_weight,
-      crd_weight=config.crd_weight, crd_dim=config.crd_dim,
-      crd_temperature=config.crd_temperature, dkd_alpha=config.dkd_alpha,
-      dkd_beta=config.dkd_beta, dkd_temperature=pc.dkd_temperature,
+      crd_dim=config.crd_dim, crd_temperature=config.crd_temperature,
       omega_threshold=config.omega_threshold, rkd_distance_weight=config.rkd_distance_weight,
-      rkd_angle_weight=config.rkd_angle_weight)
+      rkd_angle_weight=config.rkd_angle_weight, **{f: pc[f] for f in PROTOCOL_WEIGHTS})
 
 
 # --------------------------------------------------------------------------------------------
@@ -155,7 +138,7 @@ def _setup_g(pc, key, overlap):
   cols_b = decisive_features.student_columns(pc.dim, pc.student_decisive)
   extra = {'bayes_floor_a': bounds.decisive_feature_bayes_floor(hyperplane, cols_a[:d]),
            'bayes_floor_b': bounds.decisive_feature_bayes_floor(hyperplane, cols_b[:d]),
-           'vc_dim': jnp.asarray(pc.dim + 1, jnp.float32),
+           'vc_dim': jnp.asarray(bounds.linear_vc_dimension(pc.dim), jnp.float32),
            'margin_rho': jnp.asarray(pc.margin_rho, jnp.float32)}
   return net, 2, train, test, teacher_init, student_init, extra
 
@@ -190,7 +173,7 @@ def _train(config, key, setting):
   return params, (net, num_classes, train, test, extra)
 
 
-def make_setting_fn(config) -> base.SettingFn:
+def make_setting_fn(config, with_params: bool = False) -> base.SettingFn:
   pc, methods = _pc(config), tuple(config.methods)
   num_methods = len(methods)
 
@@ -215,23 +198,31 @@ def make_setting_fn(config) -> base.SettingFn:
       margin = jax.vmap(lambda z, p: measures.margin_bound_inputs(
           z, train.x_b, train.y, p, pc.margin_rho, prefix='kd_'))(kd_train, stacked)
       per_method |= margin
+      # P1 of every linear student (kd_* per method, baseline_*) and F1 of the linear teacher.
+      p1 = lambda p, prefix: pac_bayes.binary_p1(*pac_bayes.dense_layer(p), train.x_b,
+                                                 train.y, test.x_b, test.y, config.delta,
+                                                 prefix=prefix)
+      per_method |= jax.vmap(lambda p: p1(p, 'kd_'))(stacked)
+      shared_columns = (decisive_features.teacher_columns(setting['overlap'], pc.dim,
+                                                          pc.num_decisive, pc.student_decisive)
+                        & decisive_features.student_columns(pc.dim, pc.student_decisive))
+      linear = p1(params['baseline'], 'baseline_') | kd_floor.protocol_g_floor(
+          *pac_bayes.dense_layer(params['teacher']), test.x_b, shared_columns, kd_test, t_test)
+      per_method |= jax.tree.map(lambda v: jnp.broadcast_to(v, (num_methods,)), linear)
     shared = {
         'teacher_acc': training.accuracy(t_test, test.y),
         'baseline_acc': training.accuracy(b_test, test.y),
         'teacher_loss': training.cross_entropy(t_train, train.y),
         'baseline_loss': training.cross_entropy(b_train, train.y),
         'n_train': jnp.asarray(train.y.shape[0], jnp.float32),
+        'n_test': jnp.asarray(test.y.shape[0], jnp.float32),
         'num_classes': jnp.asarray(num_classes, jnp.float32),
         'confidence_delta': jnp.asarray(config.delta, jnp.float32),
     } | extra
     shared = jax.tree.map(lambda v: jnp.broadcast_to(v, (num_methods,) + jnp.shape(v)), shared)
-    return per_method | shared
+    return (per_method | shared, params) if with_params else per_method | shared
 
   return setting_fn
-
-
-def make_params_fn(config):
-  return lambda key, setting: _train(config, key, setting)[0]
 
 
 def gamma(config, overlap):
@@ -314,11 +305,13 @@ def table1_markdown(table, summary, rows, config) -> str:
     lines.append(f'| {kd_methods.LABELS[m]} | ' + ' | '.join(cells) + ' |')
   healthy = ~np.asarray(table['diverged'], bool)
   lines += ['', f'## Spearman rank correlation of Δ with {divergence} (per setting)', '']
-  lines.append(f'- all methods: ρ = {ntdh_kclass.spearman(table[divergence][healthy], table["delta"][healthy]):+.3f}')
+  rho = lambda sel: tables.spearman(table[divergence][sel], table['delta'][sel],
+                                    permutations=0)['rho']
+  lines.append(f'- all methods: ρ = {rho(healthy):+.3f}')
   for m in methods:
     sel = healthy & (table['method'] == m)
     lines.append(f'- {kd_methods.LABELS[m]}: ρ = '
-                 f'{ntdh_kclass.spearman(table[divergence][sel], table["delta"][sel]):+.3f}')
+                 f'{rho(sel):+.3f}')
   if int(np.sum(~healthy)):
     lines += ['', f'{int(np.sum(~healthy))} diverged row(s) left out.']
   return '\n'.join(lines) + '\n'
@@ -353,4 +346,4 @@ def make_figures(table, summary, config, workdir):
 EXPERIMENT = base.Experiment(
     name='ntdh_table1', fields=FIELDS, validate=validate, axes=axes,
     make_setting_fn=make_setting_fn, group_by=('method', 'overlap'), figures=make_figures,
-    derived=derived, params_fn=make_params_fn, inner_axes=inner_axes)
+    derived=derived, saves_params=True, inner_axes=inner_axes)

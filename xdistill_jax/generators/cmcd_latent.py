@@ -1,4 +1,4 @@
-"""CMCD synthetic paired modalities with an exactly known gap (cmcd.md; theory.md C1).
+"""CMCD synthetic paired modalities with an exactly known gap (docs/protocols.md §C; theory.md C1).
 
 Two latent families, both observed through fixed random injective maps:
 
@@ -16,9 +16,9 @@ Two latent families, both observed through fixed random injective maps:
 
 Observations x = f(z) = ψ(z W + b): W has orthonormal rows (a full-column-rank linear map of
 the (d+1)-dimensional latent into R^D, D > d), ψ(t) = t + ½·tanh(t) elementwise (strictly
-increasing). f is injective, so neither TV nor the Bayes error changes
-(:func:`invert_observation` recovers z exactly). The two modalities use two different maps
-into spaces of different dimension.
+increasing). f is injective, so neither TV nor the Bayes error changes (z = (ψ⁻¹(x) − b) Wᵀ;
+the tests recover z so). The two modalities use two different maps into spaces of different
+dimension.
 
 The gap (ε or ‖δ‖) is an ordinary traced array, so one compiled program covers every gap. For
 a fixed key, `broken = U < ε` with U fixed: the broken set grows monotonically with ε (common
@@ -61,12 +61,6 @@ def class_means(num_classes: int, latent_dim: int, separation: float) -> jax.Arr
 def supports_disjoint(separation: float, radius: float) -> bool:
   """True when balls of radius r around the means s·e_k do not meet: s·√2 > 2r."""
   return separation * np.sqrt(2.0) > 2.0 * radius
-
-
-def uniform_ball(key, n: int, dim: int) -> jax.Array:
-  """[n, dim] points uniform in the unit ball: direction g/‖g‖, radius U^(1/dim)."""
-  k_dir, k_rad = jax.random.split(key)
-  return _ball(jax.random.normal(k_dir, (n, dim)), jax.random.uniform(k_rad, (n,)), dim)
 
 
 def _ball(g, u, dim):
@@ -176,19 +170,3 @@ def make_observation_map(key, latent_dim: int, obs_dim: int) -> ObservationMap:
 def observe(obs_map: ObservationMap, z: jax.Array) -> jax.Array:
   """x = ψ(z W + b), ψ(t) = t + ½ tanh(t) (strictly increasing, so x determines z)."""
   return _psi(z @ obs_map.weight + obs_map.bias)
-
-
-def invert_observation(obs_map: ObservationMap, x: jax.Array, iterations: int = 40):
-  """z from x = observe(obs_map, z): ψ⁻¹ by Newton's method, then z = (t − b) Wᵀ.
-
-  Demonstrates injectivity (tests recover z to float precision); not used in training.
-  """
-  t = x
-  for _ in range(iterations):
-    t = t - (_psi(t) - x) / (1.5 - 0.5 * jnp.tanh(t) ** 2)
-  return (t - obs_map.bias) @ obs_map.weight.T
-
-
-def augment(key, z: jax.Array, sigma_aug: float) -> jax.Array:
-  """A view's latent z + σ_aug·η, η ~ N(0, I) (cmcd.md: views f(z + σ_aug η))."""
-  return z + sigma_aug * jax.random.normal(key, z.shape)

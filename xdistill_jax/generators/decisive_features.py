@@ -1,4 +1,4 @@
-"""Protocol G of the NTDH paper (`ntdh.md`): decisive-feature overlap, binary labels.
+"""Protocol G of the NTDH paper (docs/protocols.md §G): decisive-feature overlap, binary labels.
 
 A hyperplane a ~ N(0, I_D) labels decisive features x_s ~ N(0, I_D) by y = 1[x_s · a > 0].
 The student modality x_b shows decisive features 0..s-1 and noise elsewhere; the teacher
@@ -17,14 +17,14 @@ import jax.numpy as jnp
 
 
 class PairedSample(NamedTuple):
-  """Paired observations of both modalities and their labels."""
+  """Paired observations of both modalities and their labels (every generator's sample)."""
 
   def rows(self, start: int, stop: int) -> 'PairedSample':
     """Examples start..stop-1 (e.g. a train/test split of one draw)."""
     return PairedSample(*(v[start:stop] for v in self))
 
-  x_a: jax.Array  # [n, dim] teacher modality
-  x_b: jax.Array  # [n, dim] student modality
+  x_a: jax.Array  # [n, dim_a] teacher modality
+  x_b: jax.Array  # [n, dim_b] student modality
   y: jax.Array  # [n] int32 labels
 
 

@@ -5,7 +5,7 @@ digits 0–9, UCI "Optical Recognition of Handwritten Digits"; shipped inside sc
 download; install with the ``digits`` extra, ``pip install xdistill_jax[digits]``). Pixel
 values 0..16 are scaled to [0, 1].
 
-Modalities (the real-image analogue of the decisive-feature overlap of ntdh.md, protocol G),
+Modalities (the real-image analogue of the decisive-feature overlap of docs/protocols.md §G),
 with band width w (default 4) and overlap o ∈ {0, …, w}:
 
 * student modality x_b shows pixel columns ``0 .. w-1`` of the image;
@@ -30,25 +30,18 @@ enters only through ``jnp.where`` masks, so one compiled program covers every ov
 """
 
 import functools
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from xdistill_jax.generators.decisive_features import PairedSample
 
 HEIGHT = WIDTH = 8
 NUM_PIXELS = HEIGHT * WIDTH
 NUM_CLASSES = 10
 NUM_IMAGES = 1797
 FILLS = ('zero', 'noise')
-
-
-class PairedSample(NamedTuple):
-  """Paired views of the same images and their labels."""
-
-  x_a: jax.Array  # [n, 64] teacher modality
-  x_b: jax.Array  # [n, 64] student modality
-  y: jax.Array  # [n] int32 labels
 
 
 __all__ = ['load', 'student_columns', 'teacher_columns', 'modality_pixels', 'split', 'sample',

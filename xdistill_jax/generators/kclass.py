@@ -1,4 +1,4 @@
-"""Protocol S of the NTDH paper (`ntdh.md`): K-class decisive-feature overlap.
+"""Protocol S of the NTDH paper (docs/protocols.md §S): K-class decisive-feature overlap.
 
 A `make_classification`-style generator written in JAX (scikit-learn's
 `make_classification(n_informative=d, n_redundant=0, n_clusters_per_class=1)`, which the
@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from xdistill_jax import bounds
+from xdistill_jax import models
 from xdistill_jax.generators import decisive_features
 from xdistill_jax.generators.decisive_features import PairedSample
 
@@ -151,13 +152,16 @@ def num_train(num_examples: int, train_fraction: float) -> int:
 
 
 def cholesky(a):
-  """Lower Cholesky factor of symmetric positive definite [..., d, d], in plain XLA ops.
+  """Lower Cholesky factor of symmetric positive definite [..., d, d].
 
-  A column loop (`lax.fori_loop`) instead of `jnp.linalg.cholesky`: on a 2-core CPU the
-  LAPACK custom call's batch parallelism (`ParallelBatchMap` on XLA's intra-op pool)
-  deadlocks when two such calls run concurrently inside one program (observed with jaxlib
-  0.10 on this project's 2-core machines: every pool thread waits in `BlockingCounter`).
+  On the CPU backend a column loop in plain XLA ops (`lax.fori_loop`) replaces
+  `jnp.linalg.cholesky`: on a 2-core CPU the LAPACK custom call's batch parallelism
+  (`ParallelBatchMap` on XLA's intra-op pool) deadlocks when two such calls run concurrently
+  inside one program (observed with jaxlib 0.10 on this project's 2-core machines: every
+  pool thread waits in `BlockingCounter`). Accelerators get `jnp.linalg.cholesky`.
   """
+  if not models.cpu_forms():
+    return jnp.linalg.cholesky(a)
   d = a.shape[-1]
   cols = jnp.arange(d)
 
@@ -171,10 +175,16 @@ def cholesky(a):
 
 
 def lower_inverse(factor):
-  """Inverse of a lower-triangular [..., d, d] matrix by forward substitution (plain XLA)."""
+  """Inverse of a lower-triangular [..., d, d] matrix.
+
+  Forward substitution in plain XLA ops on the CPU backend (see `cholesky`); accelerators
+  get `jax.scipy.linalg.solve_triangular`.
+  """
   d = factor.shape[-1]
-  rows = jnp.arange(d)
   eye = jnp.broadcast_to(jnp.eye(d, dtype=factor.dtype), factor.shape)
+  if not models.cpu_forms():
+    return jax.scipy.linalg.solve_triangular(factor, eye, lower=True)
+  rows = jnp.arange(d)
 
   def row(i, inv):
     r = (eye[..., i, :] - jnp.einsum('...k,...kn->...n', factor[..., i, :], inv))
@@ -209,7 +219,7 @@ def bayes_floor(key, clusters: Clusters, observed, num_samples: int, flip_y=0.01
   seen = observed.astype(jnp.float32)
   cov = jnp.einsum('kdi,kdj->kij', clusters.mixing, clusters.mixing)
   cov = cov * seen[:, None] * seen[None, :] + jnp.diag(1.0 - seen)
-  chol = cholesky(cov)  # [K, d, d]; plain XLA ops, see `cholesky`
+  chol = cholesky(cov)  # [K, d, d]; plain XLA ops on the CPU, see `cholesky`
   whiten = lower_inverse(chol)
   log_det = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), -1)
   means = clusters.centroids * seen

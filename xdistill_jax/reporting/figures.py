@@ -10,12 +10,14 @@ import numpy as np  # noqa: E402
 
 from xdistill_jax import bound_registry  # noqa: E402
 from xdistill_jax import bounds  # noqa: E402
+from xdistill_jax.reporting import tables  # noqa: E402
 
 _STYLE = {'lower': dict(ls='--'), 'upper': dict(ls='-.'), 'reference': dict(ls=':')}
 
 
-def band(ax, summary, x, metric, label=None, **kwargs):
-  """Mean ± std of `metric` against `x` from a summary table; skips absent metrics."""
+def band(ax, summary, x, metric, label=None, fill=True, **kwargs):
+  """Mean ± std of `metric` against `x` from a summary table; skips absent metrics.
+  `fill=False` draws the mean only."""
   if metric + '_mean' not in summary:
     return
   xs = summary[x + '_mean'] if x + '_mean' in summary else summary[x]
@@ -23,7 +25,8 @@ def band(ax, summary, x, metric, label=None, **kwargs):
   xs, mean = xs[order], summary[metric + '_mean'][order]
   std = np.nan_to_num(summary[metric + '_std'][order])
   (line,) = ax.plot(xs, mean, marker='o', ms=3, label=label or metric, **kwargs)
-  ax.fill_between(xs, mean - std, mean + std, color=line.get_color(), alpha=0.2, lw=0)
+  if fill:
+    ax.fill_between(xs, mean - std, mean + std, color=line.get_color(), alpha=0.2, lw=0)
 
 
 def save(fig, path) -> str:
@@ -88,83 +91,136 @@ def _bounds_on(table, target):
           if b.name in table and b.target == target]
 
 
-def _binned(x, y, bins=12):
-  """Means of y in quantile bins of x (NaNs dropped)."""
-  keep = np.isfinite(x) & np.isfinite(y)
-  x, y = x[keep], y[keep]
-  if len(x) == 0:
-    return np.zeros(0), np.zeros(0)
-  edges = np.unique(np.quantile(x, np.linspace(0, 1, bins + 1)))
-  which = np.clip(np.searchsorted(edges, x, side='right') - 1, 0, max(len(edges) - 2, 0))
-  groups = [i for i in range(max(len(edges) - 1, 1)) if np.any(which == i)]
-  return (np.array([x[which == i].mean() for i in groups]),
-          np.array([y[which == i].mean() for i in groups]))
+def _gibbs(target):
+  """The Gibbs (randomised-classifier) error column beside `target` (`kd_err` → `kd_gibbs_err`)."""
+  return target[:-len('_err')] + '_gibbs_err' if target.endswith('_err') else None
+
+
+def _certified(table, target):
+  """Bounds on `target` (and on its Gibbs error) that certify an expected error: test-set,
+  probabilistic and expected-floor kinds."""
+  targets = (target, _gibbs(target))
+  return [b for b in map(bound_registry.get, bound_registry.names())
+          if b.name in table and b.target in targets
+          and b.kind in ('test-set', 'probabilistic', 'expected-floor')]
+
+
+def _vacuous(summary, name):
+  """A bound of a 0-1 error whose mean over the groups exceeds 1 says nothing."""
+  mean = np.asarray(summary.get(name + '_mean', np.full(1, np.nan)), np.float64)
+  return bool(np.isfinite(mean).any() and np.nanmean(mean) > 1.0)
+
+
+def _bound_band(ax, summary, x, b, color, vacuous):
+  label = f'{b.name} ({b.kind}{"; vacuous, mean > 1" if vacuous else ""})'
+  style = dict(_STYLE.get(b.side, {}), color=color, alpha=0.35 if vacuous else 1.0)
+  band(ax, summary, x, b.name, label, fill=False, **style)
 
 
 def bounds_figure(table, summary, path, x, divergence, target='kd_err',
                   xlabel='γ = o / (D − o)', divergence_label=None, log_x=False):
-  """Empirical `target` error with its registered bounds, against `x` and `divergence`.
+  """Measured `target` error between its certified bounds, against `x` and `divergence`.
 
-  Left: group means ± std against the gap parameter. Middle: per-setting error against the
-  measured teacher–student divergence, bounds as binned means. Right (when measured): the
-  KD approximation error ε(f) = mean KL with the N1 sandwich. Bounds above 1 are vacuous for
-  a 0-1 error and are drawn clipped, with their names marked '(vacuous)'.
+  Left: group means ± std against the gap parameter of the error and of the bounds that
+  certify its expectation (test-set T1, probabilistic N4/C4/P1, expected floors N3/C5; P1's
+  Gibbs error beside it when present). A bound whose mean exceeds 1 is vacuous: it is drawn
+  faded, labelled so, in a strip above on its own scale (never clipped). Middle: per-setting
+  error against the measured divergence with the deterministic bounds as binned means.
+  Right (when measured): ε(f) = mean KL with the bounds on it (N1 sandwich, F1 floor).
   """
-  panels = 3 if 'kl_test' in table and _bounds_on(table, 'kl_test') else 2
-  fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 4.4))
+  certified = _certified(table, target)
+  vacuous = [b for b in certified if _vacuous(summary, b.name)]
+  kl_panel = 'kl_test' in table and _bounds_on(table, 'kl_test')
+  columns = 3 if kl_panel else 2
+  fig = plt.figure(figsize=(5.6 * columns, 6.6))
+  grid = fig.add_gridspec(2, columns, height_ratios=(1, 3.2) if vacuous else (0.001, 1))
+  colors = {b.name: f'C{i % 10}' for i, b in enumerate(certified)}
   healthy = ~np.asarray(table.get('diverged', np.zeros(len(table[target]), bool)), bool)
   sub = {k: np.asarray(v)[healthy] for k, v in table.items()}
 
-  ax = axes[0]
-  band(ax, summary, x, target, f'{target} (empirical)', color='k')
-  for b in _bounds_on(table, target):
-    vacuous = np.nanmin(summary[b.name + '_mean']) > 1
-    band(ax, summary, x, b.name, f'{b.name} ({b.kind}{", vacuous" if vacuous else ""})',
-         **_STYLE.get(b.side, {}))
-  ax.set(xlabel=xlabel, ylabel='test error', ylim=(0, 1.02),
-         title=f'{target} and its bounds')
+  ax = fig.add_subplot(grid[1, 0])
+  band(ax, summary, x, target, f'{target} (measured, test set; ± std over seeds)', color='k')
+  gibbs = _gibbs(target)
+  if gibbs and gibbs + '_mean' in summary:
+    band(ax, summary, x, gibbs, f'{gibbs} (measured Gibbs error; P1 bounds it)', fill=False,
+         color='0.45', ls=(0, (1, 1)))
+  top = 1.0
+  for b in certified:
+    if b not in vacuous:
+      _bound_band(ax, summary, x, b, colors[b.name], False)
+      top = max(top, float(np.nanmax(summary[b.name + '_mean'])))
+  ax.set(xlabel=xlabel, ylabel='test error', ylim=(0, 1.02 * top),
+         title=f'{target} between its certified bounds')
+  if vacuous:
+    strip = fig.add_subplot(grid[0, 0], sharex=ax)
+    for b in vacuous:
+      _bound_band(strip, summary, x, b, colors[b.name], True)
+    strip.axhline(1.0, color='r', lw=0.8)
+    strip.set(ylabel='> 1', title='vacuous bounds (own scale; red: error = 1)')
+    strip.tick_params(labelbottom=False)
+    strip.grid(alpha=0.3)
+    strip.legend(fontsize=6.5, loc='center right')
   if log_x:
     ax.set_xscale('log')
 
-  ax = axes[1]
+  ax = fig.add_subplot(grid[:, 1])
   ax.scatter(sub[divergence], sub[target], s=4, alpha=0.3, color='k', label=f'{target} per setting')
-  for b in _bounds_on(table, target):
-    bx, by = _binned(sub[divergence], sub[b.name])
-    ax.plot(bx, np.minimum(by, 1.0), label=b.name, **_STYLE.get(b.side, {}))
-  ax.set(xlabel=divergence_label or f'{divergence} (nats)', ylabel='test error', ylim=(0, 1.02),
+  low, top = 0.0, 1.0
+  for i, b in enumerate(bn for bn in _bounds_on(table, target) if bn.kind == 'deterministic'):
+    bx, by = tables.binned_means(sub[divergence], sub[b.name])
+    ax.plot(bx, by, label=f'{b.name} (deterministic, binned mean)', color=f'C{(i + 5) % 10}',
+            **_STYLE.get(b.side, {}))
+    low = min(low, float(np.nanmin(by, initial=0.0)))
+    top = max(top, float(np.nanmax(by, initial=0.0)))
+  ax.set(xlabel=divergence_label or f'{divergence} (nats)', ylabel='test error',
+         ylim=(low - 0.02 * (top - low) if low < 0 else 0, 1.02 * top),
          title='error against the teacher–student divergence')
 
-  if panels == 3:
-    ax = axes[2]
-    band(ax, summary, x, 'kl_test', 'ε(f) = mean KL(p_t ‖ p_s)', color='k')
-    for b in _bounds_on(table, 'kl_test'):
-      band(ax, summary, x, b.name, f'{b.name} ({b.kind})', **_STYLE.get(b.side, {}))
-    ax.set(xlabel=xlabel, ylabel='nats', title='KD approximation error (N1 sandwich)')
+  if kl_panel:
+    ax = fig.add_subplot(grid[:, 2])
+    band(ax, summary, x, 'kl_test', 'ε(f) = mean KL(p_t ‖ p_s), measured (± std)', color='k')
+    if 'kd_conditional_kl_mean' in summary:
+      band(ax, summary, x, 'kd_conditional_kl', 'conditional expected KL of the KD student',
+           fill=False, color='0.45', ls=(0, (1, 1)))
+    for i, b in enumerate(_bounds_on(table, 'kl_test')):
+      band(ax, summary, x, b.name, f'{b.name} ({b.kind})', fill=False,
+           color=f'C{(i + 2) % 10}', **_STYLE.get(b.side, {}))
+    ax.set(xlabel=xlabel, ylabel='nats (test set, T = 1)',
+           title='KD approximation error: N1 sandwich' + (
+               ', F1 floor' if 'f1_lower' in table else ''))
     if log_x:
       ax.set_xscale('log')
-  for ax in axes:
+  for ax in fig.axes:
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if ax.get_legend() is None:  # below the panel, so no curve hides behind it
+      ax.legend(fontsize=6.5, loc='upper center', bbox_to_anchor=(0.5, -0.13), ncol=2)
   return save(fig, pathlib.Path(path))
 
 
 def sample_size_figure(summary, path, floor, title, target='kd_err', x='n'):
-  """Error and its registered bounds against the sample size (log-log), and the excess error
-  over the Bayes floor with the O(n^-1/2) and O(n^-1) reference slopes (theory.md N5)."""
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+  """Measured error and its certified bounds (T1, P1 when present, VC, margin) against the
+  sample size on log-log axes, and the excess error over the Bayes floor with the O(n^-1/2)
+  and O(n^-1) reference slopes (theory.md N5). Vacuous bounds (mean > 1) are drawn faded,
+  at their values, above the red line at error 1."""
+  fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
   n = np.asarray(summary[x], float)
   ax = axes[0]
-  band(ax, summary, x, target, f'{target} (empirical)', color='k')
-  band(ax, summary, x, 'baseline_err', 'baseline_err (empirical)', color='0.5')
+  band(ax, summary, x, target, f'{target} (measured)', color='k')
+  band(ax, summary, x, 'baseline_err', 'baseline_err (measured)', color='0.5')
+  gibbs = _gibbs(target)
+  if gibbs and gibbs + '_mean' in summary:
+    band(ax, summary, x, gibbs, f'{gibbs} (measured Gibbs error; P1 bounds it)', color='0.3',
+         ls=(0, (1, 1)))
   if floor + '_mean' in summary:
     ax.plot(np.sort(n), summary[floor + '_mean'][np.argsort(n)], ':', color='k',
-            label='Bayes floor')
-  for b in _bounds_on(summary_columns(summary), target):
-    band(ax, summary, x, b.name, f'{b.name} ({b.kind})', **_STYLE.get(b.side, {}))
+            label='Bayes floor (N3, expected-floor)')
+  columns = summary_columns(summary)
+  for i, b in enumerate(b for b in _certified(columns, target) if b.kind != 'expected-floor'):
+    _bound_band(ax, summary, x, b, f'C{i % 10}', _vacuous(summary, b.name))
   ax.axhline(1.0, color='r', lw=0.8)
-  ax.text(n.min(), 1.05, 'vacuous above 1', color='r', fontsize=8)
+  ax.text(n.min(), 1.1, 'vacuous above 1', color='r', fontsize=8)
   ax.set(xscale='log', yscale='log', xlabel='training examples n', ylabel='test error',
-         title='error and bounds')
+         title='error and certified bounds')
   ax = axes[1]
   order = np.argsort(n)
   excess = (summary[target + '_mean'] - summary[floor + '_mean'])[order]

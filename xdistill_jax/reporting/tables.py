@@ -100,3 +100,68 @@ def _stats(values):
   if n == 0:
     return np.nan, np.nan, 0
   return values.mean(), (values.std(ddof=1) if n > 1 else np.nan), n
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+  """Ranks 1..n of x, ties given their average rank."""
+  order = np.argsort(x, kind='mergesort')
+  ranks = np.empty(len(x))
+  ranks[order] = np.arange(1, len(x) + 1)
+  _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+  return (np.bincount(inverse, weights=ranks) / counts)[inverse]
+
+
+def spearman(x, y, permutations: int = 2000, seed: int = 0) -> dict:
+  """Spearman's ρ of the finite pairs (x_i, y_i), with a two-sided permutation p-value.
+
+  ρ is Pearson's correlation of the ranks (ties averaged). The p-value is
+  (1 + #{|ρ_π| >= |ρ|}) / (permutations + 1) over random permutations π of y's ranks;
+  ``permutations=0`` skips it (NaN).
+
+  Returns:
+    ``{'rho', 'p_value', 'n'}``; ρ (and the p-value) are NaN when fewer than 3 finite pairs
+    remain or one side is constant.
+
+  Example:
+    >>> spearman([1, 2, 3, 4], [10, 20, 40, 30], permutations=0)['rho']
+    0.8
+  """
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+  keep = np.isfinite(x) & np.isfinite(y)
+  x, y = x[keep], y[keep]
+  n = int(len(x))
+  if n < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+    return {'rho': float('nan'), 'p_value': float('nan'), 'n': n}
+  rx, ry = _ranks(x), _ranks(y)
+  rx, ry = (rx - rx.mean()) / rx.std(), (ry - ry.mean()) / ry.std()
+  rho = float(np.mean(rx * ry))
+  if not permutations:
+    return {'rho': rho, 'p_value': float('nan'), 'n': n}
+  shuffled = np.random.default_rng(seed).permuted(np.tile(ry, (permutations, 1)), axis=1)
+  null = shuffled @ rx / n
+  p_value = float((1 + np.sum(np.abs(null) >= abs(rho) - 1e-12)) / (permutations + 1))
+  return {'rho': rho, 'p_value': p_value, 'n': n}
+
+
+def binned_means(x, y, bins: int = 12) -> tuple[np.ndarray, np.ndarray]:
+  """Means of x and of y in the quantile bins of x, over the finite pairs.
+
+  Bin edges are the ``bins + 1`` quantiles of x (repeated edges merged, so ties never split);
+  bin i holds edges[i] <= x < edges[i + 1], the last bin also its right edge. Empty bins are
+  left out.
+
+  Example:
+    >>> xs, ys = binned_means([1.0, 2.0, 3.0, 4.0], [0.0, 1.0, 1.0, 1.0], bins=2)
+    >>> xs.tolist(), ys.tolist()
+    ([1.5, 3.5], [0.5, 1.0])
+  """
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+  keep = np.isfinite(x) & np.isfinite(y)
+  x, y = x[keep], y[keep]
+  if len(x) == 0:
+    return np.zeros(0), np.zeros(0)
+  edges = np.unique(np.quantile(x, np.linspace(0, 1, bins + 1)))
+  which = np.clip(np.searchsorted(edges, x, side='right') - 1, 0, max(len(edges) - 2, 0))
+  groups = [i for i in range(max(len(edges) - 1, 1)) if np.any(which == i)]
+  return (np.array([x[which == i].mean() for i in groups]),
+          np.array([y[which == i].mean() for i in groups]))

@@ -11,7 +11,6 @@ padded so that a sweep compiles once.
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
@@ -23,9 +22,9 @@ MAX_AUTO_CHUNK = 4096
 
 @dataclasses.dataclass
 class ChunkRunner:
-  """Runs `setting_fn` on chunks of settings: `runner(key_index, settings) -> metrics`."""
+  """Runs a compiled setting fn on chunks of settings: `runner(key_index, settings)` returns
+  the setting fn's outputs (a pytree with a leading settings axis)."""
 
-  setting_fn: object
   sweep_key: jax.Array
   chunk_size: int
   compiled: object
@@ -113,11 +112,4 @@ def make_runner(setting_fn, sweep_key, example_settings: dict[str, np.ndarray],
     if used > memory_budget_bytes and size > unit:
       size = round_up(int(size * memory_budget_bytes / used))
       compiled = _compile(setting_fn, sweep_key, example_settings, size, sharding, vmap_width)
-  return ChunkRunner(setting_fn, sweep_key, size, compiled, sharding)
-
-
-def run_one(setting_fn, sweep_key, key_index: int, setting: dict) -> dict:
-  """One setting, unbatched (for checks against the vmapped program)."""
-  key = jax.random.fold_in(sweep_key, key_index)
-  out = jax.jit(setting_fn)(key, {k: jnp.asarray(v) for k, v in setting.items()})
-  return jax.tree.map(np.asarray, out)
+  return ChunkRunner(sweep_key, size, compiled, sharding)

@@ -36,14 +36,33 @@ def prepare(config: ml_collections.ConfigDict):
   experiment = experiments.get(config.experiment)
   experiment.check(config)
   for module in config.bound_modules:
-    bound_registry.load(module)
+    try:
+      bound_registry.load(module)
+    except (ImportError, AttributeError, SyntaxError) as error:
+      raise config_schema.ConfigError(
+          f'config.bound_modules={tuple(config.bound_modules)!r} is invalid: {error}; allowed: '
+          'importable modules (on PYTHONPATH) that register bounds.') from None
   names = list(config.bounds)
   unknown = [n for n in names if n not in bound_registry.names()]
   if unknown:
     raise config_schema.ConfigError(
         f'config.bounds={names!r} is invalid: {unknown} not registered; allowed: a list of '
         f'{", ".join(bound_registry.names())} (add more with config.bound_modules).')
-  return experiment, Grid(experiment.axes(config), experiment.key_axes)
+  grid = Grid(experiment.axes(config), experiment.key_axes)
+  _check_save_params(experiment, config, grid)
+  return experiment, grid
+
+
+def _check_save_params(experiment, config, grid) -> None:
+  index = list(config.sweep.save_params)
+  if index and not experiment.saves_params:
+    raise config_schema.ConfigError(
+        f'config.sweep.save_params={index} is invalid: experiment {experiment.name!r} does not '
+        'return trained parameters; allowed: () for this experiment.')
+  if index and max(index) >= grid.size:
+    raise config_schema.ConfigError(
+        f'config.sweep.save_params={index} is invalid; allowed: setting indices in '
+        f'[0, {grid.size - 1}] (this sweep has {grid.size} settings).')
 
 
 def _results_config(config) -> dict:
@@ -56,30 +75,53 @@ def _results_config(config) -> dict:
 
 
 def _write_config(workdir: pathlib.Path, config, grid: Grid) -> None:
-  """Writes config.json, or checks that a resumed sweep has the same results config.
+  """Writes config.json, or checks that a resumed sweep has the same results config and the
+  same resolved `sweep.vmap_width` (the width changes rounding, `execute.default_vmap_width`).
 
   On several hosts every process checks, and process 0 writes."""
   path = workdir / 'config.json'
+  width = vmap_width(config, grid)
   record = {'config': json.loads(config.to_json_best_effort()),
             'results_config': json.loads(json.dumps(_results_config(config), default=str)),
+            'resolved_vmap_width': width,
             'library_version': xdistill_jax.__version__, 'jax_version': jax.__version__,
             'python': platform.python_version(), 'backend': jax.default_backend(),
             'devices': [str(d) for d in jax.devices()], 'num_settings': grid.size}
   if path.exists():
-    previous = json.loads(path.read_text())
+    previous = _read_record(workdir)
     if previous['results_config'] != record['results_config']:
       raise config_schema.ConfigError(
           f'{workdir} holds a sweep with a different config; resume it with the same config '
           f'(execution fields {", ".join(base.EXECUTION_FIELDS)} may differ) or use a new '
           f'--workdir.')
+    before = previous.get('resolved_vmap_width', width)
+    if before != width:
+      raise config_schema.ConfigError(
+          f'{workdir} was run with sweep.vmap_width resolved to {before}, this run resolves it '
+          f'to {width} ({jax.default_backend()}), and the width changes rounding; resume with '
+          f'--config.sweep.vmap_width={before} or use a new --workdir.')
   if jax.process_index() == 0:
     tables.atomic_write_text(path, json.dumps(record, indent=2, default=str) + '\n')
 
 
+def _read_record(workdir) -> dict:
+  """config.json of `workdir`; a `ConfigError` naming the file if it is missing or corrupt."""
+  path = pathlib.Path(workdir) / 'config.json'
+  if not path.is_file():
+    raise config_schema.ConfigError(
+        f'--workdir={workdir} holds no sweep ({path} not found); start one with xdistill run.')
+  try:
+    record = json.loads(path.read_text())
+    if not isinstance(record, dict) or not isinstance(record.get('config'), dict):
+      raise ValueError('no "config" object')
+  except (OSError, UnicodeDecodeError, ValueError) as error:
+    raise config_schema.ConfigError(f'{path} is not a sweep record: {error}.') from None
+  return record
+
+
 def load_config(workdir) -> ml_collections.ConfigDict:
   """The resolved config a sweep in `workdir` ran with."""
-  record = json.loads((pathlib.Path(workdir) / 'config.json').read_text())
-  return ml_collections.ConfigDict(record['config'])
+  return ml_collections.ConfigDict(_read_record(workdir)['config'])
 
 
 def run(config: ml_collections.ConfigDict, workdir) -> dict:
@@ -93,10 +135,8 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
   if len(todo) < grid.size:
     _log(f'resuming: {grid.size - len(todo)} of {grid.size} settings already committed')
   if len(todo):
-    _execute(experiment, config, grid, store, todo)
+    _execute(experiment, config, grid, store, todo, workdir / 'params')
   store.close()
-  if list(config.sweep.save_params):
-    _save_params(experiment, config, grid, workdir)
   if jax.process_index() != 0:
     return {}
   return finalize(workdir, config)
@@ -111,11 +151,17 @@ def vmap_width(config, grid) -> int:
   return min(execute.default_vmap_width(), max(1, grid.size // 4))
 
 
-def _execute(experiment, config, grid, store, todo):
+def _execute(experiment, config, grid, store, todo, params_dir):
+  """Runs the settings `todo` chunk by chunk, committing each. With `sweep.save_params` the
+  compiled program also returns every setting's trained parameters, and those of the selected
+  settings are saved (before their chunk commits, so a resume never skips them)."""
   start = time.perf_counter()
   sweep_key = jax.random.key(config.seed)
+  save = set(int(i) for i in config.sweep.save_params)
+  setting_fn = (experiment.make_setting_fn(config, with_params=True) if save
+                else experiment.make_setting_fn(config))
   runner = execute.make_runner(
-      experiment.make_setting_fn(config), sweep_key, grid.traced_settings(todo[:1]),
+      setting_fn, sweep_key, grid.traced_settings(todo[:1]),
       num_settings=len(todo), chunk_size=config.sweep.chunk_size,
       memory_budget_bytes=config.sweep.memory_budget_gb * 2**30,
       vmap_width=vmap_width(config, grid))
@@ -127,25 +173,14 @@ def _execute(experiment, config, grid, store, todo):
     for begin in range(0, len(todo), runner.chunk_size):
       index = todo[begin:begin + runner.chunk_size]
       metrics = runner(grid.key_index(index), grid.traced_settings(index))
+      if save:
+        metrics, params = metrics
+        chosen = {int(i): jax.tree.map(lambda a, j=j: a[j], params)
+                  for j, i in enumerate(index) if int(i) in save}
+        if chosen:
+          store_lib.save_params(params_dir, chosen)
       store.commit(index, metrics)
       bar.update(len(index))
-
-
-def _save_params(experiment, config, grid, workdir):
-  if experiment.params_fn is None:
-    raise config_schema.ConfigError(
-        f'config.sweep.save_params is not supported by experiment {experiment.name!r}.')
-  index = np.asarray(sorted(config.sweep.save_params))
-  if index.max() >= grid.size:
-    raise config_schema.ConfigError(
-        f'config.sweep.save_params={list(index)} is invalid; allowed: setting indices in '
-        f'[0, {grid.size - 1}].')
-  params_fn = experiment.params_fn(config)
-  sweep_key = jax.random.key(config.seed)
-  for i in index:
-    setting = {k: v[0] for k, v in grid.traced_settings(np.asarray([i])).items()}
-    params = execute.run_one(params_fn, sweep_key, int(grid.key_index(i)), setting)
-    store_lib.save_params(workdir / 'params', {int(i): params})
 
 
 def finalize(workdir, config=None) -> dict:
@@ -157,7 +192,9 @@ def finalize(workdir, config=None) -> dict:
   index, metrics = store.assemble()
   store.close()
   if len(index) == 0:
-    raise RuntimeError(f'{workdir} has no finished settings yet.')
+    raise config_schema.ConfigError(
+        f'--workdir={workdir} has no finished settings yet (no committed chunk under '
+        f'{workdir / "chunks"}); run or resume the sweep with xdistill run.')
   table = _rows(index, grid, metrics, experiment.inner_axes(config) if experiment.inner_axes
                 else {})
   if experiment.derived is not None:
@@ -165,15 +202,16 @@ def finalize(workdir, config=None) -> dict:
   diverged = _diverged(table, experiment, grid)
   table['diverged'] = diverged
   healthy = tables.select(table, ~diverged)
-  names = list(config.bounds) or list(bound_registry.applicable(table))
+  names = list(config.bounds) or list(bound_registry.relevant(table))
   bound_columns, bound_summary = bound_registry.evaluate(names, healthy)
   for name, column in bound_columns.items():
     table[name] = np.full(len(diverged), np.nan if column.dtype != bool else False, column.dtype)
     table[name][~diverged] = column
   tables.write_csv(workdir / 'results.csv', table)
-  # Diverged rows count in no statistic, but their groups stay (with count 0).
+  # Diverged rows count in no statistic (floats and bools such as `*_violated` alike), but
+  # their groups stay (with count 0).
   masked = {k: np.where(diverged, np.nan, v) if k not in experiment.group_by
-            and v.dtype.kind == 'f' else v for k, v in table.items()}
+            and v.dtype.kind in 'fb' else v for k, v in table.items()}
   axes = set(grid.axes) | set(experiment.inner_axes(config) if experiment.inner_axes else ())
   summary = tables.summarize(masked, experiment.group_by,
                              exclude={'index', 'diverged'} | axes)
