@@ -2,7 +2,7 @@
 
   xdistill run --config=configs/ntdh_table1.py --workdir=runs/table1_g
   xdistill run --config=configs/ntdh_table1.py:S --workdir=runs/table1_s
-  (equivalently --config.protocol=S)
+  (equivalently --config.protocol=S: the S node carries protocol S's own weights)
 
 Protocol G (default): 6 overlaps × 100 seeds = 600 settings; per setting the teacher and the
 baseline train once, then the nine students (a loop of 1000 full-batch steps each).
@@ -17,6 +17,13 @@ Protocol S: 5 overlaps × 20 seeds, MLP 50 → 16 → 16 → 4 on 6000 examples:
 methods: --config.methods="('kl','kl_omega','dkd','dkd_omega')". The relational terms see a
 fixed 256-example subset per setting on S (--config.S.relational_batch), RKD a 48-example
 minibatch on both protocols (--config.G.rkd_angle_rows=0 for exact full-batch RKD).
+
+Method weights per protocol (docs/protocols.md §T), in the nodes G and S: on G the authors'
+`gauss/main.py` (CE : term = 1 : 1, CRD 1 : 0.02, DKD α = β = 1, T = 0.7); on S the
+authors' protocol-S settings of `sklearn/main.py`: KD and KL+ω at T = 1, DKD and DKD+ω with
+α = 16, β = 1, T = 0.7, CRD + KL (1 : 1), 0.1 · FitNet hint + KL, RKD + 0.1 · KL, PKT and
+SP + KL as on G. `:S_g_weights` runs protocol S with the protocol-G weights (the defaults of
+S before they followed the authors' script); single fields: --config.S.dkd_alpha=1 etc.
 """
 
 from xdistill_jax import config_files

@@ -1,6 +1,7 @@
 """Every user error through the real `xdistill` console script: exit status 2, one line
-`xdistill: error: ...` on stderr, no traceback, and nothing compiled or written."""
+`xdistill: error: ...` on stderr, no traceback, and no work directory written."""
 
+import concurrent.futures
 import json
 import os
 import pathlib
@@ -12,8 +13,8 @@ import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-XDISTILL = shutil.which('xdistill', path=str(pathlib.Path(sys.executable).parent)) or \
-    shutil.which('xdistill')
+XDISTILL = (shutil.which('xdistill', path=str(pathlib.Path(sys.executable).parent))
+            or shutil.which('xdistill'))
 OVERLAP = '--config=configs/ntdh_overlap.py'
 
 
@@ -21,7 +22,7 @@ def _xdistill(*args, cwd=ROOT):
   assert XDISTILL, 'the xdistill console script is not installed (pip install -e .)'
   env = os.environ | {'JAX_PLATFORMS': 'cpu'}
   return subprocess.run([XDISTILL, *args], cwd=cwd, capture_output=True, text=True, env=env,
-                        timeout=120)
+                        timeout=300)
 
 
 def _assert_user_error(result, *fragments):
@@ -33,16 +34,18 @@ def _assert_user_error(result, *fragments):
     assert fragment in lines[0], (fragment, lines[0])
 
 
-@pytest.fixture
-def files(tmp_path, tiny_overlap_config):
+@pytest.fixture(scope='module')
+def files(tmp_path_factory):
   """Paths used by the cases: a config without get_config, a config that raises, an empty
   workdir, a workdir with config.json but no chunks, analyze inputs."""
+  from xdistill_jax import config_files
+  tmp_path = tmp_path_factory.mktemp('cli')
   (tmp_path / 'no_get_config.py').write_text('x = 1\n')
   (tmp_path / 'raises.py').write_text('def get_config():\n  raise ValueError("boom")\n')
   (tmp_path / 'empty').mkdir()
   (tmp_path / 'no_chunks').mkdir()
   (tmp_path / 'no_chunks' / 'config.json').write_text(
-      json.dumps({'config': json.loads(tiny_overlap_config.to_json_best_effort())}))
+      json.dumps({'config': json.loads(config_files.load('ntdh_overlap').to_json_best_effort())}))
   (tmp_path / 'corrupt').mkdir()
   (tmp_path / 'corrupt' / 'config.json').write_text('{not json')
   rng = np.random.default_rng(0)
@@ -116,11 +119,18 @@ CASES = {
 }
 
 
+@pytest.fixture(scope='module')
+def results(files):
+  """Every case's CompletedProcess; the cases run a few at a time (each is a fresh process)."""
+  with concurrent.futures.ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as pool:
+    futures = {name: pool.submit(_xdistill, *[a.format(d=files) for a in argv])
+               for name, (argv, _) in CASES.items()}
+    return {name: future.result() for name, future in futures.items()}
+
+
 @pytest.mark.parametrize('name', list(CASES))
-def test_user_error_is_one_line_with_status_2(files, name):
-  argv, fragments = CASES[name]
-  result = _xdistill(*[a.format(d=files) for a in argv])
-  _assert_user_error(result, *[f.format(d=files) for f in fragments])
+def test_user_error_is_one_line_with_status_2(files, results, name):
+  _assert_user_error(results[name], *[f.format(d=files) for f in CASES[name][1]])
   assert not (files / 'w').exists()  # failed before writing (or compiling) anything
   assert not (files / 'a').exists()
 

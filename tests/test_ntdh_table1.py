@@ -9,7 +9,6 @@ from xdistill_jax import config_files
 from xdistill_jax import kd_methods
 from xdistill_jax.experiments import ntdh_overlap
 from xdistill_jax.experiments import ntdh_table1
-from xdistill_jax.sweep import execute
 from xdistill_jax.sweep import runner
 
 
@@ -55,9 +54,9 @@ def test_kl_rows_reproduce_the_protocol_g_experiment():
   for name in ('n_train', 'n_test', 'steps'):
     g[name] = config.G[name]
   setting = {'overlap': np.int32(4), 'seed': np.int32(0)}
-  key = jax.random.key(7)
-  table = execute.run_one(ntdh_table1.make_setting_fn(config), key, 3, setting)
-  overlap = execute.run_one(ntdh_overlap.make_setting_fn(g), key, 3, setting)
+  key = jax.random.fold_in(jax.random.key(7), 3)  # one setting, unbatched
+  table = jax.jit(ntdh_table1.make_setting_fn(config))(key, setting)
+  overlap = jax.jit(ntdh_overlap.make_setting_fn(g))(key, setting)
   for name in ('teacher_acc', 'baseline_acc', 'kd_acc', 'kl_test', 'bayes_floor_b'):
     np.testing.assert_allclose(table[name][0], overlap[name], rtol=1e-4, atol=1e-5, err_msg=name)
   assert table['kd_acc'].shape == (2,)

@@ -202,6 +202,7 @@ def test_binary_p1_matches_independent_computation():
     bound = float(pb.seeger_maurer_bound(out['gibbs_train_err'], out['posterior_kl'], n, 0.05))
   value, test_gibbs = _np_binary_p1(kernel, bias, x, y, xt, yt, 0.05)
   np.testing.assert_allclose(bound, value, rtol=1e-9)
+  np.testing.assert_allclose(float(out['gibbs_bound']), value, rtol=1e-9)
   np.testing.assert_allclose(float(out['gibbs_err']), test_gibbs, rtol=1e-9)
   assert float(out['gibbs_train_err']) <= bound <= 1.0
 
@@ -235,6 +236,7 @@ def test_multiclass_p1_is_a_grid_minimum():
   bound = float(pb.seeger_maurer_bound(out['target_gibbs_train_err'],
                                        out['target_posterior_kl'], 40, 0.05))
   np.testing.assert_allclose(bound, min(values), rtol=1e-4)
+  np.testing.assert_allclose(out['target_gibbs_bound'], min(values), rtol=1e-4)
 
 
 def test_coverage_by_monte_carlo():
@@ -252,8 +254,7 @@ def test_coverage_by_monte_carlo():
   fn = jax.jit(jax.vmap(lambda k, x, y: pb.binary_p1(k, jnp.zeros(2), x, y, x[:1], y[:1],
                                                      delta)))
   out = fn(jnp.asarray(kernels), jnp.asarray(xs), jnp.asarray(ys))
-  bound = np.asarray(pb.seeger_maurer_bound(out['gibbs_train_err'], out['posterior_kl'], n,
-                                            delta))
+  bound = np.asarray(out['gibbs_bound'])
   true_gibbs = jax.jit(jax.vmap(lambda k, r: jnp.mean(pb.binary_gibbs_loss(pb.binary_margins(
       pb.binary_direction(k, jnp.zeros(2)), jnp.asarray(x_big), jnp.asarray(y_big)), r))))(
           jnp.asarray(kernels), out['posterior_beta'] / out['posterior_t'])
@@ -284,23 +285,20 @@ def test_jit_vmap_and_extreme_inputs(dtype):
     assert np.all(np.isfinite(value)), name
 
 
-def test_registry_entries_recompute_the_bound():
-  table = {'kd_gibbs_train_err': np.array([0.1, 0.3, np.nan]),
-           'kd_posterior_kl': np.array([5.0, 12.0, 3.0]),
-           'n_train': np.array([200.0, 200.0, 200.0]),
-           'confidence_delta': np.full(3, 0.05),
+def test_registry_entries_read_the_in_program_bound():
+  table = {'kd_gibbs_bound': np.array([0.3, 0.6, np.nan]),
            'kd_gibbs_err': np.array([0.12, 0.35, 0.2]), 'kd_err': np.array([0.1, 0.3, 0.2]),
-           'n_test': np.full(3, 1000.0)}
+           'n_test': np.full(3, 1000.0), 'confidence_delta': np.full(3, 0.05)}
   columns, summary = bound_registry.evaluate(['p1_upper_kd', 'p1_deterministic_upper_kd'],
                                              table)
-  c = [(5.0 + math.log(2 * math.sqrt(200) / 0.05)) / 200,
-       (12.0 + math.log(2 * math.sqrt(200) / 0.05)) / 200]
-  expect = [np_kl_inverse(0.1, c[0]), np_kl_inverse(0.3, c[1])]
-  np.testing.assert_allclose(columns['p1_upper_kd'][:2], expect, rtol=1e-5)
+  np.testing.assert_allclose(columns['p1_upper_kd'][:2], [0.3, 0.6])
+  np.testing.assert_allclose(columns['p1_deterministic_upper_kd'][:2], [0.6, 1.0])
   assert np.isnan(columns['p1_upper_kd'][2]) and columns['p1_upper_kd_invalid'][2]
-  np.testing.assert_allclose(columns['p1_deterministic_upper_kd'][:2],
-                             np.minimum(1, 2 * np.asarray(expect)), rtol=1e-5)
   for name in ('p1_upper_kd', 'p1_deterministic_upper_kd'):
     assert bound_registry.get(name).kind == 'probabilistic'
     assert summary[name]['violations'] == 0
-  assert bound_registry.get('p1_upper_target').requires[2] == 'm_labelled'
+  failing = table | {'kd_gibbs_bound': np.array([0.05, 0.6, 0.3])}  # far below 0.12 ± CP
+  _, summary = bound_registry.evaluate(['p1_upper_kd'], failing)
+  assert summary['p1_upper_kd']['violations'] == 1
+  for model, target in (('baseline', 'baseline_gibbs_err'), ('target', 'target_gibbs_err')):
+    assert bound_registry.get(f'p1_upper_{model}').target == target

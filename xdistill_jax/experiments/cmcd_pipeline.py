@@ -41,6 +41,7 @@ from xdistill_jax import bounds
 from xdistill_jax import divergences
 from xdistill_jax import losses
 from xdistill_jax import measures
+from xdistill_jax import pac_bayes
 from xdistill_jax import training
 from xdistill_jax.generators import cmcd_latent
 from xdistill_jax.models import MLP
@@ -55,6 +56,9 @@ DISTILL_ONLY = ('source_err', 'pair_disagreement', 'clean_disagreement', 'clean_
                 'domain_acc', 'tv_estimate')
 PROBE_ONLY = ('probe_margin_risk', 'rademacher', 'probe_weight_norm', 'probe_margin_norm',
               'probe_input_frobenius_norm')
+# P1 inputs of the linear probe (`pac_bayes.multiclass_p1`), NaN for target-only.
+PROBE_ONLY += ('target_gibbs_bound', 'target_gibbs_err', 'target_gibbs_train_err',
+               'target_posterior_kl', 'target_posterior_beta', 'target_posterior_t')
 
 
 class Coupled(NamedTuple):
@@ -378,6 +382,9 @@ def measure(config, data: SettingData, target_params, target_losses, head_params
              'probe_input_frobenius_norm': jnp.sqrt(jnp.sum(
                  jnp.where(w > 0, jnp.sum(augmented ** 2, -1), 0.0))),
              'rademacher': bounds.rademacher_linear_closed_form(augmented, norm, mask=w)}
+      # P1: PAC-Bayes-kl of the probe on its m labelled examples (multiclass form).
+      out |= pac_bayes.multiclass_p1(*pac_bayes.dense_layer(g), lab_b, lab.y, test_b, test.y,
+                                     config.delta, weights=w, prefix='target_')
       if method in DISTILL_METHODS:
         pred_a = jnp.argmax(probe.apply(g, phi_a_test), -1)
         stats = bounds.coupled_pair_statistics(test.y, pred_a, pred_b, test.broken)

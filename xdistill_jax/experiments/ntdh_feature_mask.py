@@ -147,7 +147,7 @@ def make_setting_fn(config) -> base.SettingFn:
     k_data, k_init, k_bayes, k_tags, k_random, k_mask_init = jax.random.split(key, 6)
     train, test, clusters = ntdh_kclass.draw(config, k_data, overlap)
     teacher_init, student_init = init_models(net, k_init, 2, config.dim)
-    ce = kd_methods.cross_entropy  # training.cross_entropy's value, without a scatter
+    ce = training.cross_entropy  # one-hot form: no scatter-add in the gradient
 
     # 1. Full teacher + baseline (SGD) and the joint pair (SGD + momentum), one loop.
     def stage1(p):

@@ -134,7 +134,7 @@ def train_teacher_and_baseline(net, pc, train, teacher_init, student_init):
   """Teacher (on x_a) and baseline student (on x_b) in one `training.fit` loop."""
 
   def loss(params):
-    ce = kd_methods.cross_entropy  # training.cross_entropy's value, without a scatter
+    ce = training.cross_entropy  # one-hot form: no scatter-add in the gradient
     return (ce(net.apply(params['teacher'], train.x_a), train.y)
             + ce(net.apply(params['baseline'], train.x_b), train.y))
 

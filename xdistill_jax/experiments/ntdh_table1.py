@@ -9,10 +9,12 @@ term alone, and methods are compared on the same data, teacher and initialisatio
 metric comes out with a leading method dimension and each method becomes its own row.
 
 Protocol G reuses the key layout of `ntdh_overlap`, so the 'kl' rows reproduce that
-experiment's KD student. Method hyperparameters (docs/protocols.md §T): weights 1 : 1 except CRD
-(1.0 : 0.02, dim 8, τ = 0.07); DKD α = β = 1, T = 0.7; KL family at the protocol's T (0.7 on
-G, 1 on S). Design choices (features = logits, learned FitNet/CRD heads, in-batch CRD, RKD
-triplet sample, relational subset on S) are documented in `kd_methods`.
+experiment's KD student. Method weights are per protocol (docs/protocols.md §T; the `G.` /
+`S.` fields of `PROTOCOL_WEIGHTS`): on G 1 : 1 except CRD (1.0 : 0.02, dim 8, τ = 0.07), DKD
+α = β = 1, T = 0.7; on S the authors' protocol-S settings (DKD α = 16, CRD + KL, 0.1 · FitNet
+hint + KL, RKD + 0.1 · KL); the KL family at the protocol's T (0.7 on G, 1 on S). Design choices
+(features = logits, learned FitNet/CRD heads, in-batch CRD, RKD triplet sample, relational
+subset on S) are documented in `kd_methods`.
 
 Outputs (from the figures fn, in the work directory): table1.csv (one row per method: Δ
 mean and std per overlap), table1.md (Δ mean ± std, best per column in bold; the measured

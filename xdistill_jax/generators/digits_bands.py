@@ -2,7 +2,7 @@
 
 Data: scikit-learn's bundled ``load_digits`` (1,797 real 8 × 8 grey-level images of the
 digits 0–9, UCI "Optical Recognition of Handwritten Digits"; shipped inside scikit-learn, no
-download; install with the ``digits`` extra, ``pip install xdistill_jax[digits]``). Pixel
+download; a dependency of the package, imported only when the images are loaded). Pixel
 values 0..16 are scaled to [0, 1].
 
 Modalities (the real-image analogue of the decisive-feature overlap of docs/protocols.md §G),
@@ -59,7 +59,7 @@ def load() -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
   except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError('the digits experiment needs scikit-learn (its bundled load_digits '
-                      'images): pip install "xdistill_jax[digits]"') from error
+                      'images), a dependency of xdistill_jax: pip install scikit-learn') from error
   digits = load_digits()
   images = (digits.images / 16.0).astype(np.float32)
   images.setflags(write=False)

@@ -174,7 +174,7 @@ def bounds_figure(table, summary, path, x, divergence, target='kd_err',
     top = max(top, float(np.nanmax(by, initial=0.0)))
   ax.set(xlabel=divergence_label or f'{divergence} (nats)', ylabel='test error',
          ylim=(low - 0.02 * (top - low) if low < 0 else 0, 1.02 * top),
-         title='error against the teacher–student divergence')
+         title='per-setting error against the measured divergence')
 
   if kl_panel:
     ax = fig.add_subplot(grid[:, 2])
@@ -202,7 +202,7 @@ def sample_size_figure(summary, path, floor, title, target='kd_err', x='n'):
   sample size on log-log axes, and the excess error over the Bayes floor with the O(n^-1/2)
   and O(n^-1) reference slopes (theory.md N5). Vacuous bounds (mean > 1) are drawn faded,
   at their values, above the red line at error 1."""
-  fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+  fig, axes = plt.subplots(1, 2, figsize=(12, 6.2))
   n = np.asarray(summary[x], float)
   ax = axes[0]
   band(ax, summary, x, target, f'{target} (measured)', color='k')
@@ -218,22 +218,23 @@ def sample_size_figure(summary, path, floor, title, target='kd_err', x='n'):
   for i, b in enumerate(b for b in _certified(columns, target) if b.kind != 'expected-floor'):
     _bound_band(ax, summary, x, b, f'C{i % 10}', _vacuous(summary, b.name))
   ax.axhline(1.0, color='r', lw=0.8)
-  ax.text(n.min(), 1.1, 'vacuous above 1', color='r', fontsize=8)
+  ax.text(n.max(), 1.06, 'vacuous above 1', color='r', fontsize=8, ha='right', va='bottom')
   ax.set(xscale='log', yscale='log', xlabel='training examples n', ylabel='test error',
          title='error and certified bounds')
   ax = axes[1]
   order = np.argsort(n)
   excess = (summary[target + '_mean'] - summary[floor + '_mean'])[order]
-  ax.plot(n[order], np.maximum(excess, 1e-4), 'o-', color='k', label='excess error over floor')
+  ax.plot(n[order], np.maximum(excess, 1e-4), 'o-', color='k',
+          label='excess error over floor (values ≤ 1e-4 drawn at 1e-4)')
   anchor = excess[0] if excess[0] > 0 else np.nanmax(excess)
   for alpha, style in ((0.5, '--'), (1.0, ':')):
     ref = bounds.rate_reference(n[order], n[order][0], anchor, alpha)
     ax.plot(n[order], ref, style, label=f'reference O(n^-{alpha:g}) (N5, not a bound)')
   ax.set(xscale='log', yscale='log', xlabel='training examples n',
          ylabel='kd_err − Bayes floor', title='excess error and N5 rates')
-  for ax in axes:
+  for ax in axes:  # legends below the panels, so no curve hides behind them
     ax.grid(alpha=0.3, which='both')
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc='upper center', bbox_to_anchor=(0.5, -0.14), ncol=2)
   fig.suptitle(title)
   return save(fig, path)
 

@@ -89,7 +89,7 @@ def _write_config(workdir: pathlib.Path, config, grid: Grid) -> None:
             'devices': [str(d) for d in jax.devices()], 'num_settings': grid.size}
   if path.exists():
     previous = _read_record(workdir)
-    if previous['results_config'] != record['results_config']:
+    if previous.get('results_config') != record['results_config']:
       raise config_schema.ConfigError(
           f'{workdir} holds a sweep with a different config; resume it with the same config '
           f'(execution fields {", ".join(base.EXECUTION_FIELDS)} may differ) or use a new '
