@@ -10,6 +10,7 @@ before anything compiles as one line `xdistill: error: ...` on stderr, with exit
 
 import importlib.util
 import os
+import re
 import sys
 
 import ml_collections
@@ -34,7 +35,19 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'Sweep config file (ge
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for results, checkpoints, figures.')
 _DISTRIBUTED = flags.DEFINE_bool(
-    'distributed', False, 'Call jax.distributed.initialize() first (multi-host GPU or TPU).')
+    'distributed', False, 'Call jax.distributed.initialize() first, which finds the other '
+    'processes itself (SLURM, TPU VMs, Kubernetes, ...).')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', None, 'HOST:PORT of process 0 for a multi-process sweep (with '
+    '--num_processes and --process_id; passed to jax.distributed.initialize).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes of the sweep.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process: 0 .. num_processes-1.')
+_HEARTBEAT = flags.DEFINE_integer(
+    'heartbeat_timeout', 30, 'Seconds after which a silent process counts as dead and every '
+    'other process of a multi-process sweep stops with an error.')
+_SHARD = flags.DEFINE_string(
+    'shard', None, 'I/N: run only shard I of N (contiguous blocks of settings) into --workdir, '
+    'for job arrays; finalize later with xdistill plot.')
 
 
 def fail(message: str):
@@ -121,19 +134,98 @@ def _main(command: str):
       fail('--config is required (xdistill run --config=configs/NAME.py --workdir=DIR)')
     if os.path.exists(_WORKDIR.value) and not os.path.isdir(_WORKDIR.value):
       fail(f'--workdir={_WORKDIR.value} is a file, not a directory')
+    shard = _shard(command)
+    processes = _processes(command)
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint at INFO
-    if _DISTRIBUTED.value:
-      import jax
-      jax.distributed.initialize()
     from xdistill_jax.sweep import runner  # imported after parsing: keeps --help fast
     try:
       if command == 'run':
-        runner.run(_CONFIG.value, _WORKDIR.value)
+        runner.check_shard(shard)
+        runner.prepare(_CONFIG.value)  # every config error before any process connects
+        if processes is not None:
+          _initialize(processes)
+        try:
+          runner.run(_CONFIG.value, _WORKDIR.value, shard=shard)
+        except Exception as error:
+          if processes is None or isinstance(error, ConfigError):
+            raise
+          _lost(error)  # a collective failed: another process died or cannot be reached
       else:
         runner.finalize(_WORKDIR.value)
     except ConfigError as error:
       fail(error)
   return main
+
+
+def _shard(command: str) -> tuple[int, int]:
+  """(I, N) of --shard=I/N (default (0, 1), the whole sweep), or a user error."""
+  if _SHARD.value is None:
+    return 0, 1
+  if command != 'run':
+    fail(f'--shard applies to xdistill run only (xdistill {command} reads every shard)')
+  match = re.fullmatch(r'\s*(\d+)\s*/\s*(\d+)\s*', _SHARD.value)
+  if not match:
+    fail(f'--shard={_SHARD.value} is malformed; allowed: I/N with integers 0 <= I < N, '
+         'e.g. --shard=0/4')
+  i, n = int(match.group(1)), int(match.group(2))
+  if n < 1 or i >= n:
+    fail(f'--shard={_SHARD.value} is out of range; allowed: I/N with N >= 1 and 0 <= I < N')
+  return i, n
+
+
+def _processes(command: str) -> dict | None:
+  """Keyword arguments of jax.distributed.initialize from the process flags (None: one
+  process), or a user error for an inconsistent combination."""
+  explicit = {'--coordinator_address': _COORDINATOR.value, '--num_processes': _NUM_PROCESSES.value,
+              '--process_id': _PROCESS_ID.value}
+  given = [name for name, value in explicit.items() if value is not None]
+  if _HEARTBEAT.value < 1:
+    fail(f'--heartbeat_timeout={_HEARTBEAT.value} is invalid; allowed: seconds >= 1')
+  if command != 'run' and (given or _DISTRIBUTED.value):
+    fail(f'{(given or ["--distributed"])[0]} applies to xdistill run only (xdistill {command} '
+         'runs in one process)')
+  timeouts = {'heartbeat_timeout_seconds': _HEARTBEAT.value}
+  if not given:
+    return timeouts if _DISTRIBUTED.value else None
+  if len(given) < 3:
+    missing = [name for name in explicit if name not in given]
+    fail(f'{" and ".join(given)} given without {" and ".join(missing)}; a multi-process sweep '
+         'needs all three (or --distributed alone, to detect them)')
+  address, count, index = explicit.values()
+  host, _, port = address.rpartition(':')
+  if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    fail(f'--coordinator_address={address} is invalid; allowed: HOST:PORT with a port in '
+         '[1, 65535], e.g. 10.0.0.1:1234')
+  if count < 1:
+    fail(f'--num_processes={count} is invalid; allowed: an integer >= 1')
+  if not 0 <= index < count:
+    fail(f'--process_id={index} is invalid; allowed: an integer in [0, {count - 1}] '
+         f'(--num_processes={count})')
+  return timeouts | {'coordinator_address': address, 'num_processes': count,
+                     'process_id': index}
+
+
+def _initialize(processes: dict) -> None:
+  """jax.distributed.initialize with bounded waits; on CPU, cross-process collectives by gloo.
+
+  A process that stops sending heartbeats for --heartbeat_timeout seconds is declared dead
+  and the others stop; connecting waits at most 300 s for every process to start."""
+  import jax
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  try:
+    jax.distributed.initialize(initialization_timeout=300, shutdown_timeout_seconds=60,
+                               **processes)
+  except Exception as error:  # unreachable coordinator, a process never started, ...
+    _lost(error)
+
+
+def _lost(error: Exception):
+  """A failure of the multi-process machinery: one line on stderr, exit status 1."""
+  first = next((line for line in str(error).splitlines() if line.strip()), '')
+  print(f'xdistill: error: multi-process sweep stopped: {type(error).__name__}: '
+        f'{" ".join(first.split())[:300]} (another process died or cannot be reached; rerun '
+        'the same command on every process to resume)', file=sys.stderr, flush=True)
+  os._exit(1)  # skip jax's exit-time shutdown barrier, which would wait for the dead process
 
 
 def configure_jax() -> None:

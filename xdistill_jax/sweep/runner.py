@@ -6,6 +6,7 @@ bounds.json and the figures, so it works on a finished or a partial sweep alike.
 """
 
 import json
+import os
 import pathlib
 import platform
 import sys
@@ -75,10 +76,12 @@ def _results_config(config) -> dict:
 
 
 def _write_config(workdir: pathlib.Path, config, grid: Grid) -> None:
-  """Writes config.json, or checks that a resumed sweep has the same results config and the
+  """Creates config.json, or checks that a resumed sweep has the same results config and the
   same resolved `sweep.vmap_width` (the width changes rounding, `execute.default_vmap_width`).
 
-  On several hosts every process checks, and process 0 writes."""
+  The file is created atomically and only if absent (a hard link of a complete temporary
+  file), so that of several shards starting at once into one workdir exactly one writes it and
+  every other checks against it: shards of different configs are refused."""
   path = workdir / 'config.json'
   width = vmap_width(config, grid)
   record = {'config': json.loads(config.to_json_best_effort()),
@@ -87,21 +90,27 @@ def _write_config(workdir: pathlib.Path, config, grid: Grid) -> None:
             'library_version': xdistill_jax.__version__, 'jax_version': jax.__version__,
             'python': platform.python_version(), 'backend': jax.default_backend(),
             'devices': [str(d) for d in jax.devices()], 'num_settings': grid.size}
-  if path.exists():
-    previous = _read_record(workdir)
-    if previous.get('results_config') != record['results_config']:
-      raise config_schema.ConfigError(
-          f'{workdir} holds a sweep with a different config; resume it with the same config '
-          f'(execution fields {", ".join(base.EXECUTION_FIELDS)} may differ) or use a new '
-          f'--workdir.')
-    before = previous.get('resolved_vmap_width', width)
-    if before != width:
-      raise config_schema.ConfigError(
-          f'{workdir} was run with sweep.vmap_width resolved to {before}, this run resolves it '
-          f'to {width} ({jax.default_backend()}), and the width changes rounding; resume with '
-          f'--config.sweep.vmap_width={before} or use a new --workdir.')
-  if jax.process_index() == 0:
-    tables.atomic_write_text(path, json.dumps(record, indent=2, default=str) + '\n')
+  if not path.exists():
+    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
+    tmp.write_text(json.dumps(record, indent=2, default=str) + '\n')
+    try:
+      os.link(tmp, path)
+    except FileExistsError:  # another shard created it first: check against it below
+      pass
+    finally:
+      tmp.unlink()
+  previous = _read_record(workdir)
+  if previous.get('results_config') != record['results_config']:
+    raise config_schema.ConfigError(
+        f'{workdir} holds a sweep with a different config; resume it with the same config '
+        f'(execution fields {", ".join(base.EXECUTION_FIELDS)} may differ) or use a new '
+        f'--workdir.')
+  before = previous.get('resolved_vmap_width', width)
+  if before != width:
+    raise config_schema.ConfigError(
+        f'{workdir} was run with sweep.vmap_width resolved to {before}, this run resolves it '
+        f'to {width} ({jax.default_backend()}), and the width changes rounding; resume with '
+        f'--config.sweep.vmap_width={before} or use a new --workdir.')
 
 
 def _read_record(workdir) -> dict:
@@ -124,22 +133,70 @@ def load_config(workdir) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(_read_record(workdir)['config'])
 
 
-def run(config: ml_collections.ConfigDict, workdir) -> dict:
-  """Runs (or resumes) the sweep of `config` in `workdir`; returns the bounds summary."""
+def shard_range(num_settings: int, shard: tuple[int, int]) -> tuple[int, int]:
+  """Settings [begin, end) of shard I of N (`--shard=I/N`): N near-equal contiguous blocks of
+  the flat setting index. It depends on the grid size and N alone, never on devices, chunk
+  sizes or what is already done, so every job of an array agrees on it."""
+  i, n = shard
+  return i * num_settings // n, (i + 1) * num_settings // n
+
+
+def check_shard(shard: tuple[int, int]) -> None:
+  i, n = shard
+  if n < 1 or not 0 <= i < n:
+    raise config_schema.ConfigError(
+        f'--shard={i}/{n} is invalid; allowed: I/N with N >= 1 and 0 <= I < N (shard I of N).')
+
+
+def run(config: ml_collections.ConfigDict, workdir, shard: tuple[int, int] = (0, 1)) -> dict:
+  """Runs (or resumes) the sweep of `config` in `workdir`; returns the bounds summary.
+
+  With `shard=(I, N)` only the settings of `shard_range(grid.size, shard)` run, and nothing is
+  finalized (any process may do that later: `finalize`, `xdistill plot`). With several JAX
+  processes, process 0 checks the workdir, decides what is left and writes every file; the
+  others compute their part of each chunk and return {} once the last chunk is committed."""
+  check_shard(shard)
   experiment, grid = prepare(config)
   workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  _write_config(workdir, config, grid)
+  lead = jax.process_index() == 0
+  refusal = None
   store = store_lib.ChunkStore(workdir / 'chunks')
-  todo = np.setdiff1d(np.arange(grid.size), store.done())
-  if len(todo) < grid.size:
-    _log(f'resuming: {grid.size - len(todo)} of {grid.size} settings already committed')
+  done = np.zeros(grid.size, bool)
+  if lead:
+    try:
+      workdir.mkdir(parents=True, exist_ok=True)
+      _write_config(workdir, config, grid)
+      done[store.done()] = True
+    except config_schema.ConfigError as error:
+      refusal = error
+  if jax.process_count() > 1:  # every process learns process 0's verdict and plan
+    refused, done = _from_process_0((np.array(refusal is not None), done))
+    if refused and refusal is None:
+      raise config_schema.ConfigError(
+          f'process 0 refused --workdir={workdir} (its message says why).')
+  if refusal is not None:
+    raise refusal
+  begin, end = shard_range(grid.size, shard)
+  todo = np.arange(begin, end)[~done[begin:end]]
+  scope = (f'settings {begin}-{end - 1} of shard {shard[0]}/{shard[1]}' if shard[1] > 1
+           else 'settings')
+  if len(todo) < end - begin:
+    _log(f'resuming: {end - begin - len(todo)} of {end - begin} {scope} already committed')
   if len(todo):
-    _execute(experiment, config, grid, store, todo, workdir / 'params')
-  store.close()
-  if jax.process_index() != 0:
+    _execute(experiment, config, grid, store, todo, workdir / 'params', write=lead)
+  if not lead:
+    return {}
+  if shard[1] > 1:
+    _log(f'shard {shard[0]}/{shard[1]} finished ({end - begin} settings); write the results of '
+         f'every finished shard with xdistill plot --workdir={workdir}')
     return {}
   return finalize(workdir, config)
+
+
+def _from_process_0(tree):
+  """`tree` (host arrays) as process 0 has it, on every process."""
+  from jax.experimental import multihost_utils
+  return jax.tree.map(np.asarray, multihost_utils.broadcast_one_to_all(tree))
 
 
 def vmap_width(config, grid) -> int:
@@ -151,10 +208,11 @@ def vmap_width(config, grid) -> int:
   return min(execute.default_vmap_width(), max(1, grid.size // 4))
 
 
-def _execute(experiment, config, grid, store, todo, params_dir):
-  """Runs the settings `todo` chunk by chunk, committing each. With `sweep.save_params` the
-  compiled program also returns every setting's trained parameters, and those of the selected
-  settings are saved (before their chunk commits, so a resume never skips them)."""
+def _execute(experiment, config, grid, store, todo, params_dir, write=True):
+  """Runs the settings `todo` chunk by chunk, committing each (when `write`: process 0). With
+  `sweep.save_params` the compiled program also returns every setting's trained parameters,
+  and those of the selected settings are saved (before their chunk commits, so a resume never
+  skips them)."""
   start = time.perf_counter()
   sweep_key = jax.random.key(config.seed)
   save = set(int(i) for i in config.sweep.save_params)
@@ -168,7 +226,7 @@ def _execute(experiment, config, grid, store, todo, params_dir):
   _log(f'{experiment.name}: {grid.size} settings, chunks of {runner.chunk_size} on '
        f'{jax.device_count()} {jax.default_backend()} device(s); '
        f'compiled in {time.perf_counter() - start:.1f} s')
-  with tqdm.tqdm(total=len(todo), unit='setting', disable=not config.sweep.progress,
+  with tqdm.tqdm(total=len(todo), unit='setting', disable=not (config.sweep.progress and write),
                  file=sys.stderr) as bar:
     for begin in range(0, len(todo), runner.chunk_size):
       index = todo[begin:begin + runner.chunk_size]
@@ -177,9 +235,10 @@ def _execute(experiment, config, grid, store, todo, params_dir):
         metrics, params = metrics
         chosen = {int(i): jax.tree.map(lambda a, j=j: a[j], params)
                   for j, i in enumerate(index) if int(i) in save}
-        if chosen:
+        if chosen and write:
           store_lib.save_params(params_dir, chosen)
-      store.commit(index, metrics)
+      if write:
+        store.commit(index, metrics)
       bar.update(len(index))
 
 
@@ -194,7 +253,7 @@ def finalize(workdir, config=None) -> dict:
   if len(index) == 0:
     raise config_schema.ConfigError(
         f'--workdir={workdir} has no finished settings yet (no committed chunk under '
-        f'{workdir / "chunks"}); run or resume the sweep with xdistill run.')
+        f'{workdir / "chunks"}); run or resume the sweep (or its shards) with xdistill run.')
   table = _rows(index, grid, metrics, experiment.inner_axes(config) if experiment.inner_axes
                 else {})
   if experiment.derived is not None:
@@ -220,7 +279,9 @@ def finalize(workdir, config=None) -> dict:
             'diverged': int(diverged.sum()), 'bounds': bound_summary}
   tables.atomic_write_text(workdir / 'bounds.json', json.dumps(report, indent=2) + '\n')
   if len(index) < grid.size:
-    _log(f'partial sweep: {len(index)} of {grid.size} settings finished')
+    _log(f'partial sweep: {len(index)} of {grid.size} settings finished; missing settings '
+         f'{missing_ranges(index, grid.size)} (rerun the same xdistill run command, or the '
+         'shards that hold them, to finish them)')
   if diverged.any():
     _log(f'{int(diverged.sum())} diverged setting(s) flagged in results.csv and left out of '
          'the summary')
@@ -229,6 +290,20 @@ def finalize(workdir, config=None) -> dict:
   for path in experiment.figures(table, summary, config, workdir):
     _log(f'wrote {path}')
   return report
+
+
+def missing_ranges(done: np.ndarray, num_settings: int, limit: int = 8) -> str:
+  """The settings of 0..num_settings-1 not in `done`, as ranges: '4-7, 12, 20-31'."""
+  missing = np.setdiff1d(np.arange(num_settings), done)
+  if not len(missing):
+    return 'none'
+  breaks = np.flatnonzero(np.diff(missing) != 1)
+  starts = np.concatenate([[missing[0]], missing[breaks + 1]])
+  ends = np.concatenate([missing[breaks], [missing[-1]]])
+  text = [f'{a}' if a == b else f'{a}-{b}' for a, b in zip(starts[:limit], ends[:limit])]
+  if len(starts) > limit:
+    text.append(f'and {len(starts) - limit} more ranges')
+  return ', '.join(text)
 
 
 def _rows(index, grid, metrics, inner_axes) -> dict:
