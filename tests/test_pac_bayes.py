@@ -302,3 +302,12 @@ def test_registry_entries_read_the_in_program_bound():
   assert summary['p1_upper_kd']['violations'] == 1
   for model, target in (('baseline', 'baseline_gibbs_err'), ('target', 'target_gibbs_err')):
     assert bound_registry.get(f'p1_upper_{model}').target == target
+
+
+def test_maurer_constant_holds_for_every_sample_size():
+  """ξ(n) = Σ_k C(n,k) (k/n)^k (1 − k/n)^(n−k) ≤ 2√n (Maurer proves it for n ≥ 8)."""
+  for n in range(1, 2001):
+    k = np.arange(n + 1)
+    log_terms = (special.gammaln(n + 1) - special.gammaln(k + 1) - special.gammaln(n - k + 1)
+                 + special.xlogy(k, k / n) + special.xlogy(n - k, (n - k) / n))
+    assert special.logsumexp(log_terms) <= math.log(2 * math.sqrt(n)), n

@@ -85,7 +85,8 @@ def floor_terms(node_logits, weights, labels):
   """
   log_pbar = mean_teacher_log_probs(node_logits, weights)[:, None, :]
   y = jnp.broadcast_to(labels[:, None], node_logits.shape[:2])
-  p_y = jnp.exp(jnp.take_along_axis(jax.nn.log_softmax(node_logits, -1), y[..., None], -1)[..., 0])
+  log_p = jax.nn.log_softmax(node_logits, -1)
+  p_y = jnp.exp(jnp.take_along_axis(log_p, y[..., None], -1)[..., 0])
   tckd = divergences.target_kl(node_logits, log_pbar, y)
   nckd = (1.0 - p_y) * divergences.non_target_kl(node_logits, log_pbar, y)
   return {'floor': divergences.kl(node_logits, log_pbar) @ weights,
@@ -96,12 +97,6 @@ def floor_terms(node_logits, weights, labels):
 def conditional_kl(node_logits, weights, student_logits):
   """E[KL(p_t ‖ q) | x_b] per example, by the same quadrature (q = softmax(student_logits))."""
   return divergences.kl(node_logits, student_logits[:, None, :]) @ weights
-
-
-def pointwise_violations(conditional, floor, tol):
-  """Number of examples with E[KL(p_t‖q)|x_b] < F_i beyond tol·max(1, F_i) (must be 0)."""
-  slack = tol * jnp.maximum(1.0, jnp.abs(floor))
-  return jnp.sum((floor - conditional > slack).astype(jnp.float32))
 
 
 def binary_floor_terms(mu, tau, student_logits, nodes: int = NODES):
