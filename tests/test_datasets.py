@@ -59,7 +59,7 @@ def test_alpha_mixes_linearly_and_crops_do_not_depend_on_alpha():
 
 
 def test_common_random_numbers_under_vmap_and_jit():
-  """One key: identical crops for every α (so x(α) − (1 − α) x(0) is α · the same image)."""
+  """One key: the same crops at every α (x(α) − (1 − α) x(0) is α · one image)."""
   digits, _ = datasets.bundled_digits()
   backgrounds = datasets.bundled_backgrounds()
   digits = jnp.asarray(digits[:50])

@@ -109,3 +109,30 @@ def test_tpu_script_needs_the_slice_and_zone(tmp_path):
   result = subprocess.run(['bash', str(ROOT / 'sweeps' / 'tpu_slice.sh')], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
   assert result.returncode != 0 and 'TPU' in result.stderr and not list(log.iterdir())
+
+
+@pytest.mark.parametrize('args', ARGS, ids=lambda a: f'{len(a)}_args')
+def test_slurm_array_script_runs_the_shard_of_its_array_task(tmp_path, args):
+  env, log = _stubs(tmp_path)
+  _run('slurm_array', args, env | {'SLURM_ARRAY_TASK_ID': '3', 'SLURM_ARRAY_TASK_COUNT': '8'})
+  config = args[0] if args else 'configs/ntdh_overlap.py'
+  workdir = args[1] if len(args) > 1 else 'runs/slurm_array'
+  assert [a for name, a in _calls(log) if name == 'xdistill'] == [
+      ['run', f'--config={config}', f'--workdir={workdir}', '--shard=3/8'] + args[2:]]
+
+
+def test_slurm_array_script_counts_shards_from_the_first_task_id(tmp_path):
+  env, log = _stubs(tmp_path)  # sbatch --array=1-4: task ids 1..4 are shards 0..3
+  _run('slurm_array', [], env | {'SLURM_ARRAY_TASK_ID': '4', 'SLURM_ARRAY_TASK_COUNT': '4',
+                                 'SLURM_ARRAY_TASK_MIN': '1', 'CONFIG': 'configs/cmcd_tv.py',
+                                 'WORKDIR': 'runs/c'})
+  assert [a for name, a in _calls(log) if name == 'xdistill'] == [
+      ['run', '--config=configs/cmcd_tv.py', '--workdir=runs/c', '--shard=3/4']]
+
+
+def test_slurm_array_script_needs_an_array_job(tmp_path):
+  env, log = _stubs(tmp_path)
+  result = subprocess.run(['bash', str(ROOT / 'sweeps' / 'slurm_array.sh')], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+  assert result.returncode != 0 and 'SLURM_ARRAY_TASK_ID' in result.stderr
+  assert not list(log.iterdir())

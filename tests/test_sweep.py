@@ -158,14 +158,13 @@ def test_device_count_does_not_change_a_bit(tmp_path):
   _same_rows(*outputs)
 
 
-def _committed(chunks: pathlib.Path) -> dict[str, dict]:
-  """Committed chunk directories (orbax renames a finished one to its step number) with the
-  (size, mtime) of every file inside."""
+def _committed(chunks: pathlib.Path) -> dict[str, tuple[int, int]]:
+  """Committed chunk files (`NNNNNNNNNN.npz`, renamed into place once complete) with their
+  (size, mtime)."""
   if not chunks.is_dir():
     return {}
-  return {d.name: {str(f.relative_to(d)): (f.stat().st_size, f.stat().st_mtime_ns)
-                   for f in sorted(d.rglob('*')) if f.is_file()}
-          for d in chunks.iterdir() if d.is_dir() and d.name.isdigit()}
+  return {f.name: (f.stat().st_size, f.stat().st_mtime_ns)
+          for f in chunks.iterdir() if f.suffix == '.npz' and f.stem.isdigit()}
 
 
 def test_sigkill_mid_sweep_then_same_command_skips_committed_chunks(tmp_path):

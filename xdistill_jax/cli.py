@@ -146,10 +146,8 @@ def _main(command: str):
           _initialize(processes)
         try:
           runner.run(_CONFIG.value, _WORKDIR.value, shard=shard)
-        except Exception as error:
-          if processes is None or isinstance(error, ConfigError):
-            raise
-          _lost(error)  # a collective failed: another process died or cannot be reached
+        except runner.ProcessLost as error:  # another process died or cannot be reached
+          _lost(error.__cause__)
       else:
         runner.finalize(_WORKDIR.value)
     except ConfigError as error:
@@ -208,8 +206,11 @@ def _processes(command: str) -> dict | None:
 def _initialize(processes: dict) -> None:
   """jax.distributed.initialize with bounded waits; on CPU, cross-process collectives by gloo.
 
-  A process that stops sending heartbeats for --heartbeat_timeout seconds is declared dead
-  and the others stop; connecting waits at most 300 s for every process to start."""
+  Connecting waits at most 300 s for every process to start. A process that dies breaks its
+  peers' collectives (gloo's connections close): they stop at once with one line (`_lost`).
+  One that hangs, or a host that vanishes without closing its connections, stops sending
+  heartbeats: after --heartbeat_timeout seconds jax's coordination service aborts every other
+  process (its own multi-line message, exit status 134)."""
   import jax
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   try:

@@ -53,39 +53,32 @@ def _kl_log(log_p, log_q):
   r"""KL(p‖q) = Σ_k p_k δ_k, δ_k = log p_k − log q_k, from normalised log-probabilities.
 
   Summed as it stands, Σ p_k δ_k adds terms of size |δ_k| into a total of size O(δ²), and
-  a rounding of the normaliser of log p or log q (≈ 1 ulp of log K) enters it in full: in
-  float32 a KL near 1e-6 comes out with a large relative error, even negative. With
-  ā = Σ p δ, b_k = δ_k − ā and Σ p = Σ q = 1, the same value is
+  a rounding c of the normaliser of log p or log q (≈ 1 ulp of log K) enters it in full: in
+  float32 a KL near 1e-6 comes out with a large relative error, even negative. Since
+  Σ p = Σ q = 1, the same value is
 
-  .. math:: \mathrm{KL} = \log\!\big(1 + \textstyle\sum_k p_k\,(e^{-b_k} - 1 + b_k)\big)
-            - \log(1 - q_{\text{out}}),
+  .. math:: \mathrm{KL} = \sum_{k:\,p_k > 0} p_k\,(\delta_k + e^{-\delta_k} - 1)
+            + \sum_{k:\,p_k = 0} q_k ,
 
-  q_out the mass of q outside the support of p. Every term is >= 0 and O(b²), and a rounding
-  of ā or of either normaliser shifts all b_k together and cancels to first order: the
-  result keeps float32's relative precision and is never negative. ``expm1`` gives the
-  small terms; for b_k <= −1 a term is ``exp(log p_k − b_k) − p_k + p_k b_k``. This form is
-  used where Σ p δ < 1; a larger KL has no cancellation to fear, and Σ p δ is used as it
-  stands (so nothing overflows, whatever the logits). Terms with p_k = 0 (``log_p = -inf``)
-  enter only through q_out; q_k = 0 < p_k gives +inf. "Double wheres" keep inf and NaN out
-  of the backward pass.
+  a sum of non-negative terms of size O(δ²), and a rounding c of a normaliser shifts every
+  δ_k by c, which changes the sum by c²/2 only (the +c of δ and the −c of e^{−δ} cancel):
+  the result keeps float32's relative precision and is never negative. ``expm1`` gives the
+  small terms; for δ_k <= −1 a term is computed as ``p_k δ_k + q_k − p_k`` (no overflow
+  for q_k ≫ p_k). q_k = 0 < p_k gives +inf. "Double wheres" keep inf and NaN out of the
+  backward pass.
   """
   support = log_p > -jnp.inf
   lp = jnp.where(support, log_p, 0.0)
-  delta = lp - jnp.where(support, log_q, 0.0)
-  infinite = jnp.any(delta == jnp.inf, axis=-1)
-  delta = jnp.where(delta == jnp.inf, 0.0, delta)
-  p = jnp.where(support, jnp.exp(lp), 0.0)
-  plain = jnp.sum(p * delta, axis=-1)
-  small = plain < 1.0
-  b = delta - jnp.where(small, plain, 0.0)[..., None]
-  near = b > -1.0
-  b_near, b_far = jnp.where(near, b, 0.0), jnp.where(near, -1.0, b)
-  terms = jnp.where(near, p * (jnp.expm1(-b_near) + b_near),
-                    jnp.exp(lp - b_far) - p + p * b_far)
-  spread = jnp.sum(jnp.where(support, terms, 0.0), axis=-1)
-  q_out = jnp.sum(jnp.where(support, 0.0, jnp.exp(log_q)), axis=-1)
-  precise = jnp.log1p(spread) - jnp.log1p(-q_out)
-  return jnp.where(infinite, jnp.inf, jnp.where(small, precise, plain))
+  lq = jnp.where(support, log_q, 0.0)
+  delta = lp - lq
+  infinite = delta == jnp.inf  # q_k = 0 < p_k
+  near = delta > -1.0
+  d_near = jnp.where(near & ~infinite, delta, 0.0)
+  d_far = jnp.where(near, -1.0, delta)
+  p = jnp.exp(lp)
+  terms = jnp.where(near, p * (d_near + jnp.expm1(-d_near)), p * d_far + jnp.exp(lq) - p)
+  terms = jnp.where(infinite, jnp.inf, terms)
+  return jnp.sum(jnp.where(support, terms, jnp.exp(log_q)), axis=-1)
 
 
 def _log_mixture(log_p, log_q):

@@ -67,6 +67,7 @@ import jax
 import jax.numpy as jnp
 
 from xdistill_jax import losses
+from xdistill_jax import measures
 from xdistill_jax import training
 from xdistill_jax.models import TorchDense
 
@@ -329,3 +330,34 @@ def omega_statistics(teacher_logits, student_logits, labels, threshold=0.996) ->
   """Mean ω and fraction of examples with ω = 0 between a teacher and a student."""
   omega = losses.sample_mask(teacher_logits, student_logits, labels, threshold)
   return {'omega_mean': jnp.mean(omega), 'omega_zero': jnp.mean((omega == 0).astype(jnp.float32))}
+
+
+def method_metrics(teacher_train, teacher_test, kd_train, kd_test, y_train, y_test,
+                   threshold=0.996) -> dict:
+  """Per-method columns of a Table-1 row from [M, n, K] student logits (leading axis M).
+
+  Test accuracy, training cross-entropy, the teacher–student divergences on the test set
+  (`measures.teacher_student_divergences`, suffix `_test`) and ω on the training set.
+  """
+  out = {'kd_acc': jax.vmap(training.accuracy, (0, None))(kd_test, y_test),
+         'kd_loss': jax.vmap(training.cross_entropy, (0, None))(kd_train, y_train)}
+  out |= jax.vmap(lambda z: measures.teacher_student_divergences(
+      teacher_test, z, y_test, suffix='_test'))(kd_test)
+  return out | jax.vmap(lambda z: omega_statistics(teacher_train, z, y_train, threshold))(
+      kd_train)
+
+
+def shared_metrics(teacher_train, teacher_test, baseline_train, baseline_test, y_train, y_test,
+                   num_classes: int, delta: float) -> dict:
+  """The method-independent columns of a Table-1 row: teacher and baseline accuracy and
+  training loss, the sample sizes, K and the confidence δ of the probabilistic bounds."""
+  return {
+      'teacher_acc': training.accuracy(teacher_test, y_test),
+      'baseline_acc': training.accuracy(baseline_test, y_test),
+      'teacher_loss': training.cross_entropy(teacher_train, y_train),
+      'baseline_loss': training.cross_entropy(baseline_train, y_train),
+      'n_train': jnp.asarray(y_train.shape[0], jnp.float32),
+      'n_test': jnp.asarray(y_test.shape[0], jnp.float32),
+      'num_classes': jnp.asarray(num_classes, jnp.float32),
+      'confidence_delta': jnp.asarray(delta, jnp.float32),
+  }

@@ -13,6 +13,7 @@ _MODULES = {
     'ntdh_feature_mask': 'xdistill_jax.experiments.ntdh_feature_mask',
     'cmcd': 'xdistill_jax.experiments.cmcd',
     'digits_overlap': 'xdistill_jax.experiments.digits_overlap',
+    'paired': 'xdistill_jax.experiments.paired', 'digits_m': 'xdistill_jax.experiments.digits_m',
 }
 
 

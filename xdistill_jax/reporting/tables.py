@@ -143,6 +143,29 @@ def spearman(x, y, permutations: int = 2000, seed: int = 0) -> dict:
   return {'rho': rho, 'p_value': p_value, 'n': n}
 
 
+def spearman_interval(x, y, resamples: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
+  """`spearman` ρ of the finite pairs with a percentile-bootstrap interval at `level`.
+
+  Pairs are resampled with replacement `resamples` times; resamples whose ρ is undefined
+  (one side constant) are left out of the percentiles.
+
+  Returns:
+    ``{'rho', 'low', 'high', 'n'}`` (NaN where ρ is undefined).
+  """
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+  keep = np.isfinite(x) & np.isfinite(y)
+  x, y = x[keep], y[keep]
+  rho = spearman(x, y, permutations=0)['rho']
+  index = np.random.default_rng(seed).integers(0, len(x), (resamples, len(x)))
+  boot = np.array([spearman(x[i], y[i], permutations=0)['rho'] for i in index]) if len(x) else []
+  boot = np.asarray(boot, np.float64)
+  boot = boot[np.isfinite(boot)]
+  tail = 50.0 * (1.0 - level)
+  low, high = (np.percentile(boot, [tail, 100.0 - tail]) if np.isfinite(rho) and boot.size
+               else (np.nan, np.nan))
+  return {'rho': rho, 'low': float(low), 'high': float(high), 'n': int(len(x))}
+
+
 def binned_means(x, y, bins: int = 12) -> tuple[np.ndarray, np.ndarray]:
   """Means of x and of y in the quantile bins of x, over the finite pairs.
 

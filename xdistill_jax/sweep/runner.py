@@ -169,21 +169,34 @@ def run(config: ml_collections.ConfigDict, workdir, shard: tuple[int, int] = (0,
       done[store.done()] = True
     except config_schema.ConfigError as error:
       refusal = error
-  if jax.process_count() > 1:  # every process learns process 0's verdict and plan
-    refused, done = _from_process_0((np.array(refusal is not None), done))
-    if refused and refusal is None:
-      raise config_schema.ConfigError(
-          f'process 0 refused --workdir={workdir} (its message says why).')
-  if refusal is not None:
-    raise refusal
-  begin, end = shard_range(grid.size, shard)
-  todo = np.arange(begin, end)[~done[begin:end]]
-  scope = (f'settings {begin}-{end - 1} of shard {shard[0]}/{shard[1]}' if shard[1] > 1
-           else 'settings')
-  if len(todo) < end - begin:
-    _log(f'resuming: {end - begin - len(todo)} of {end - begin} {scope} already committed')
-  if len(todo):
-    _execute(experiment, config, grid, store, todo, workdir / 'params', write=lead)
+  many = jax.process_count() > 1
+  try:
+    if many:  # every process learns process 0's verdict and plan
+      refused, done = _from_process_0((np.array(refusal is not None), done))
+      if refused and refusal is None:
+        raise config_schema.ConfigError(
+            f'process 0 refused --workdir={workdir} (its message says why).')
+    if refusal is not None:
+      raise refusal
+    begin, end = shard_range(grid.size, shard)
+    todo = np.arange(begin, end)[~done[begin:end]]
+    scope = (f'settings {begin}-{end - 1} of shard {shard[0]}/{shard[1]}' if shard[1] > 1
+             else 'settings')
+    if len(todo) < end - begin:
+      _log(f'resuming: {end - begin - len(todo)} of {end - begin} {scope} already committed')
+    if len(todo):
+      _execute(experiment, config, grid, store, todo, workdir / 'params', write=lead)
+    if many:
+      # Every chunk is committed: leave the cluster together now, so that no process waits at
+      # jax's exit-time shutdown barrier while process 0 writes the results (which may take
+      # minutes and needs no other process).
+      jax.distributed.shutdown()
+  except config_schema.ConfigError:
+    raise
+  except Exception as error:
+    if not many:
+      raise
+    raise ProcessLost(error) from error
   if not lead:
     return {}
   if shard[1] > 1:
@@ -191,6 +204,10 @@ def run(config: ml_collections.ConfigDict, workdir, shard: tuple[int, int] = (0,
          f'every finished shard with xdistill plot --workdir={workdir}')
     return {}
   return finalize(workdir, config)
+
+
+class ProcessLost(RuntimeError):
+  """A collective of a multi-process sweep failed: another process died or is unreachable."""
 
 
 def _from_process_0(tree):

@@ -83,11 +83,12 @@ class ChunkStore:
     if not first.all():
       repeat = np.flatnonzero(~first)
       for name, values in merged.items():
-        same = (values[repeat] == values[repeat - 1]) | (
-            (values[repeat] != values[repeat]) & (values[repeat - 1] != values[repeat - 1]))
-        if not np.all(same):
-          raise RuntimeError(f'{self.directory} holds setting {int(index[repeat[0]])} twice '
-                             f'with different {name!r}; the store is corrupt.')
+        a, b = values[repeat], values[repeat - 1]
+        same = ((a == b) | ((a != a) & (b != b))).reshape(len(repeat), -1).all(axis=1)
+        if not same.all():
+          setting = int(index[repeat[np.argmin(same)]])
+          raise RuntimeError(f'{self.directory} holds setting {setting} twice with different '
+                             f'{name!r}; the store is corrupt.')
     return index[first], {k: v[first] for k, v in merged.items()}
 
   def close(self):
