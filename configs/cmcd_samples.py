@@ -24,5 +24,7 @@ def get_config():
   config.runs = 20
   config.num_pairs = (32, 64, 128, 256)
   config.m_labelled = (8, 16, 32, 64, 128)
+  config.temperature_grid = (0.5,)  # one extra profile beside the defaults (cost ×2, not ×5)
+  config.n_labelled = 192  # max m = 128 training labels + 64 validation
   config.sweep.vmap_width = 5  # 20 settings = 2 groups of 5 on each of 2 devices, none padded
   return config

@@ -59,6 +59,12 @@ def get_config():
   config.cmc_temperature = 0.1
   config.cmd_teacher_temperature = 0.05  # τ_A < τ_B (SEED-style)
   config.cmd_student_temperature = 0.2
+  # Temperature inner axis: profile 'default' (the four values above), then one per grid value
+  # τ (InfoNCE = CMC = CMD student = τ, CMD teacher = τ/4), all in one compiled program.
+  # Selected per seed and method on the validation split; both reported in cmcd_table.md.
+  config.temperature_grid = (0.05, 0.2, 0.5, 1.0)  # with the default 0.1: five InfoNCE/CMC τ
+  config.n_labelled = 80  # labelled target examples: the first max(m) train, the last
+  config.n_validation = 64  # n_validation select temperatures (never the test pairs)
   config.margin_rho = 1.0  # logit margin ρ of the probe's margin risk (C4)
   # Execution only: groups of 7 settings divide 70 on 1 or 2 devices (no padded settings).
   config.sweep.vmap_width = 7

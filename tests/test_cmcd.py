@@ -32,6 +32,8 @@ def _tiny(**overrides):
   config.n_domain = 128
   config.n_test = 500
   config.pretrain_steps = config.distill_steps = config.probe_steps = 200
+  config.temperature_grid = (0.5,)
+  config.n_labelled, config.n_validation = 96, 64
   config.sweep.progress = False
   config.sweep.vmap_width = 0
   for name, value in overrides.items():
@@ -142,6 +144,15 @@ def test_tiny_sweep_writes_method_rows_bound_columns_and_figures(tiny_sweep):
   assert np.all(table['target_err'] <= table['t1_upper_target'])
   assert np.all(table['target_err'] <= table['source_err'] + table['pair_disagreement'] + 1e-6,
                 where=~baseline)
+  # Certified measurements (test-set kind): below / above their point estimates.
+  assert summary['tv_domain_lower']['kind'] == 'test-set'
+  distilled = ~baseline
+  assert np.all(np.isnan(table['tv_domain_lower'][baseline]))
+  np.testing.assert_allclose(table['n_domain_heldout'][distilled], config.n_test)
+  assert np.all(table['tv_domain_lower'][distilled]
+                <= np.maximum(0.0, table['tv_estimate_heldout'][distilled]) + 1e-6)
+  assert np.all(table['c3_certified_upper'][distilled]
+                >= np.minimum(1.0, table['c3_upper'][distilled]) - 1e-6)
   for name in ('cmcd_error_vs_epsilon.png', 'cmcd_tv_estimate.png', 'cmcd_bounds_l2.png'):
     assert (workdir / name).stat().st_size > 0
   summary_csv = tables.read_csv(workdir / 'summary.csv')

@@ -188,3 +188,21 @@ def test_load_paired_rejects_files_that_are_not_numeric_npz(tmp_path):
     with pytest.raises(ConfigError, match=message) as error:
       datasets.load_paired(path)
     assert str(error.value).startswith(str(path))
+
+
+def test_mnist_sized_digits_on_a_folder_of_photos(tmp_path):
+  """The recipe at MNIST's 28 × 28 on user photographs: the MNIST-M rule pixel by pixel."""
+  import matplotlib.image
+  rng = np.random.default_rng(2)
+  for i in range(3):
+    matplotlib.image.imsave(tmp_path / f'photo{i}.png', rng.uniform(size=(40 + i, 50, 3)))
+  photos = datasets.load_backgrounds(tmp_path, min_size=28)
+  digits = rng.uniform(size=(4, 28, 28)).astype(np.float32)
+  key = jax.random.key(9)
+  images = np.asarray(datasets.digits_m(digits, photos, key, 1.0))
+  crops = np.asarray(datasets.random_crops(photos, key, 4, 28, 28))
+  for i in range(4):
+    _locate(crops[i], photos)  # a window of one photograph
+  np.testing.assert_allclose(images, np.abs(crops - (digits > 0.5)[..., None]), atol=1e-6)
+  with pytest.raises(ConfigError, match='at least 64 on each side'):
+    datasets.load_backgrounds(tmp_path, min_size=64)

@@ -100,12 +100,23 @@ def _chunks(workdir) -> list[str]:
   return sorted(p.name for p in chunks.glob('*.npz')) if chunks.is_dir() else []
 
 
+# 16 settings in chunks of 4 (2 devices x 2 groups of width 1): four chunks.
+KILL_FLAGS = ['--config.runs=8', '--config.sweep.chunk_size=2', '--config.sweep.vmap_width=1',
+              '--heartbeat_timeout=10']
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(tmp_path_factory):
+  """The rows of one process with two devices, for the flags of the kill tests."""
+  workdir = tmp_path_factory.mktemp('uninterrupted')
+  _one_process(workdir, 2, *KILL_FLAGS)
+  return tables.read_csv(workdir / 'results.csv')
+
+
 @pytest.mark.parametrize('victim', [1, 0])
-def test_a_killed_process_stops_the_other_then_rerunning_resumes(tmp_path, victim):
-  # 16 settings in chunks of 4 (2 devices x 2 groups of width 1): four chunks.
-  flags = ['--config.runs=8', '--config.sweep.chunk_size=2', '--config.sweep.vmap_width=1',
-           '--heartbeat_timeout=10']
-  _one_process(tmp_path / 'one', 2, *flags)
+def test_a_killed_process_stops_the_other_then_rerunning_resumes(tmp_path, uninterrupted,
+                                                                 victim):
+  flags = KILL_FLAGS
   workdir = tmp_path / 'two'
   popens = _start(workdir, 1, *flags)
   deadline = time.time() + LIMIT
@@ -129,7 +140,7 @@ def test_a_killed_process_stops_the_other_then_rerunning_resumes(tmp_path, victi
     assert rc == 0, err
   assert f'resuming: {4 * len(committed)} of 16 settings already committed' in results[0][1]
   assert len(_chunks(workdir)) == 4
-  a = tables.read_csv(tmp_path / 'one' / 'results.csv')
+  a = uninterrupted
   b = tables.read_csv(workdir / 'results.csv')
   assert len(b['index']) == 16 and a.keys() == b.keys()
   for name in a:

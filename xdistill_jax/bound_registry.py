@@ -764,3 +764,44 @@ def _f1_conditional_lower(m):
 )
 def _f1_pointwise(m):
   return np.float64(0.0)
+
+
+# --------------------------------------------------------------------------------------
+# CMCD certified measurements (docs/theory.md C2-cert, C3-cert). (Block maintained with
+# xdistill_jax/experiments/cmcd_pipeline.py.)
+#
+# tv_domain_lower     C2  lower  test-set  domain_acc_heldout, n_domain_heldout,
+#                                          confidence_delta → tv_estimate_heldout
+# c3_certified_upper  C3  upper  test-set  source_err, pair_disagreement, n_test,
+#                                          confidence_delta → target_err
+# --------------------------------------------------------------------------------------
+
+
+@bound(
+    "tv_domain_lower",
+    target="tv_estimate_heldout",
+    side="lower",
+    kind="test-set",
+    requires=("domain_acc_heldout", "n_domain_heldout", "confidence_delta"),
+    description="C2: TV(phi_A, phi_B) >= 2 * CP_lower(held-out balanced accuracy) - 1 "
+    "(prob >= 1 - delta over the held-out pairs)",
+)
+def _tv_domain_lower(m):
+  n = m["n_domain_heldout"]
+  k = _b.error_count(m["domain_acc_heldout"], n)  # number of correct calls
+  return np.maximum(0.0, 2.0 * _b.clopper_pearson_lower(k, n, m["confidence_delta"]) - 1.0)
+
+
+@bound(
+    "c3_certified_upper",
+    target="target_err",
+    side="upper",
+    kind="test-set",
+    requires=("source_err", "pair_disagreement", "n_test", "confidence_delta"),
+    description="C3: R_B <= CP_upper(err_A, delta/2) + CP_upper(disagreement, delta/2) "
+    "(prob >= 1 - delta over the test pairs; no target labels)",
+)
+def _c3_certified_upper(m):
+  n, half = m["n_test"], 0.5 * np.asarray(m["confidence_delta"], np.float64)
+  upper = lambda rate: _b.clopper_pearson_upper(_b.error_count(rate, n), n, half)
+  return np.minimum(1.0, upper(m["source_err"]) + upper(m["pair_disagreement"]))

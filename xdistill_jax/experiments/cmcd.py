@@ -53,7 +53,7 @@ FIELDS = (
     'width', 'depth', 'feature_dim', 'proj_dim', 'domain_width',
     'learning_rate', 'probe_learning_rate', 'pretrain_steps', 'distill_steps', 'probe_steps',
     'infonce_temperature', 'cmc_temperature', 'cmd_teacher_temperature',
-    'cmd_student_temperature', 'margin_rho',
+    'cmd_student_temperature', 'margin_rho', 'temperature_grid', 'n_labelled', 'n_validation',
 )
 
 
@@ -87,6 +87,40 @@ def validate(config) -> None:
     config_schema.number(config, field, 0.0, low_open=True)
   for field in ('pretrain_steps', 'distill_steps', 'probe_steps'):
     config_schema.integer(config, field, 1)
+  _validate_temperatures_and_validation(config)
+
+
+def _validate_temperatures_and_validation(config) -> None:
+  grid = config.temperature_grid
+  if (not isinstance(grid, (tuple, list)) or not grid
+      or any(not isinstance(t, (int, float)) or isinstance(t, bool) or not np.isfinite(t)
+             or t <= 0 for t in grid) or len(set(grid)) != len(grid)):
+    raise config_schema.ConfigError(
+        f'config.temperature_grid={grid!r} is invalid; allowed: a non-empty list of distinct '
+        'numbers > 0 (the temperatures swept beside the defaults).')
+  n = config_schema.integer(config, 'n_labelled', 1)
+  train = max(config.m_labelled)
+  if train >= n:
+    raise config_schema.ConfigError(
+        f'config.n_labelled={n!r} is invalid; allowed: an integer > max(m_labelled) = {train} '
+        '(the labelled target set holds the training labels and the validation split).')
+  config_schema.integer(config, 'n_validation', 1, n - train)
+
+
+def selected_on_validation(table) -> np.ndarray:
+  """[rows] bool: the row whose temperature profile has the lowest `val_err` (labelled target
+  validation split) among the profiles of its (ε, seed, M, m, method); ties go to the earlier
+  profile ('default' first). Reads no test column, so test labels cannot steer it."""
+  keys = ('epsilon', 'seed', 'num_pairs', 'm_labelled', 'method')
+  val = np.asarray(table['val_err'], np.float64)
+  val = np.where(np.isfinite(val), val, np.inf)
+  groups = {}
+  for row, key in enumerate(zip(*(np.asarray(table[k]).tolist() for k in keys))):
+    groups.setdefault(key, []).append(row)
+  chosen = np.zeros(len(val), bool)
+  for rows in groups.values():
+    chosen[rows[int(np.argmin(val[rows]))]] = True  # rows are in profile order
+  return chosen
 
 
 def axes(config) -> dict[str, np.ndarray]:
@@ -95,7 +129,8 @@ def axes(config) -> dict[str, np.ndarray]:
 
 
 def inner_axes(config) -> dict[str, np.ndarray]:
-  return {'num_pairs': np.asarray(config.num_pairs, np.int32),
+  return {'temperature': pipeline.temperature_labels(config),
+          'num_pairs': np.asarray(config.num_pairs, np.int32),
           'm_labelled': np.asarray(config.m_labelled, np.int32),
           'method': np.asarray(config.methods)}
 
@@ -117,6 +152,7 @@ def derived(table, config):
   half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
   out = {'target_err_ci_low': centre - half, 'target_err_ci_high': centre + half}
   out['below_bayes_floor'] = out['target_err_ci_high'] < np.asarray(table['bayes_floor'])
+  out['temperature_selected'] = selected_on_validation(table)
   return out
 
 
@@ -210,12 +246,74 @@ def _tv_scatter(table, config, path, M, m):
   return figures.save(fig, path)
 
 
+def method_table(table, config):
+  """Rows (method, ε, M, m): test error mean ± SE over seeds at the validation-selected
+  temperatures and at the defaults, n seeds, and the best (lowest mean) method per
+  (ε, M, m) column marked for each. Diverged rows are left out."""
+  t = tables.select(table, ~np.asarray(table['diverged'], bool))
+  out = {k: [] for k in ('method', 'epsilon', 'num_pairs', 'm_labelled', 'n_seeds',
+                         'tuned_mean', 'tuned_se', 'default_mean', 'default_se')}
+  stats = lambda v: (float(np.mean(v)), float(np.std(v, ddof=1) / np.sqrt(len(v)))
+                     if len(v) > 1 else float('nan'))
+  for M in config.num_pairs:
+    for m in config.m_labelled:
+      for eps in config.epsilons:
+        for method in config.methods:
+          rows = _rows(t, num_pairs=M, m_labelled=m, epsilon=eps, method=method)
+          tuned = rows['target_err'][np.asarray(rows['temperature_selected'], bool)]
+          default = rows['target_err'][rows['temperature'] == 'default']
+          for k, v in zip(out, (method, eps, M, m, len(tuned)) + stats(tuned) + stats(default)):
+            out[k].append(v)
+  out = {k: np.asarray(v) for k, v in out.items()}
+  for which in ('tuned', 'default'):
+    best = np.zeros(len(out['method']), bool)
+    for M in config.num_pairs:
+      for m in config.m_labelled:
+        for eps in config.epsilons:
+          cell = np.flatnonzero((out['num_pairs'] == M) & (out['m_labelled'] == m)
+                                & (out['epsilon'] == eps))
+          best[cell[np.argmin(out[f'{which}_mean'][cell])]] = True
+    out[f'{which}_best'] = best
+  return out
+
+
+def write_method_table(table, config, workdir):
+  """`cmcd_table.csv` (every M, m) and `cmcd_table.md` (method × ε at the largest M and m;
+  best per column in bold)."""
+  t = method_table(table, config)
+  tables.write_csv(workdir / 'cmcd_table.csv', t)
+  M, m = max(config.num_pairs), max(config.m_labelled)
+  keep = (t['num_pairs'] == M) & (t['m_labelled'] == m)
+  cell = lambda i, w: (('**{:.3f} ± {:.3f}**' if t[f'{w}_best'][i] else '{:.3f} ± {:.3f}')
+                       .format(t[f'{w}_mean'][i], t[f'{w}_se'][i]))
+  grid = ', '.join(f'{v:g}' for v in config.temperature_grid)
+  lines = [f'# CMCD target test error (M = {M} pairs, m = {m} labels; mean ± SE over seeds)', '',
+           'Tuned: per seed and method, the temperature profile (the defaults or one of '
+           f'{grid}) with the lowest error on {config.n_validation} labelled target validation '
+           'examples (disjoint from the test pairs). Bold: best method per column.', '']
+  for which, title in (('tuned', 'validation-selected temperatures'),
+                       ('default', 'fixed default temperatures')):
+    lines += [f'## {title}', '',
+              '| method | ' + ' | '.join(f'ε = {e:g}' for e in config.epsilons) + ' |',
+              '|---|' + '---|' * len(config.epsilons)]
+    for method in config.methods:
+      rows = np.flatnonzero(keep & (t['method'] == method))
+      rows = rows[np.argsort(t['epsilon'][rows])]
+      lines.append(f'| {_LABELS[method]} | ' + ' | '.join(cell(i, which) for i in rows) + ' |')
+    lines.append('')
+  path = workdir / 'cmcd_table.md'
+  path.write_text('\n'.join(lines))
+  return [workdir / 'cmcd_table.csv', path]
+
+
 def make_figures(table, summary, config, workdir):
-  """Error against ε and/or (m, M) with the floor and C3, estimated vs exact TV, and
+  """`cmcd_table.md/.csv` (`write_method_table`), then, at the default temperatures: error
+  against ε and/or (m, M) with the floor and C3, estimated vs exact TV, and
   `figures.bounds_figure` for each distillation method."""
+  paths = write_method_table(table, config, workdir)
+  table, summary = _rows(table, temperature='default'), _rows(summary, temperature='default')
   M, m = max(config.num_pairs), max(config.m_labelled)
   eps = float(np.max(config.epsilons))
-  paths = []
   if len(config.epsilons) > 1:
     paths.append(_error_vs_epsilon(summary, config, workdir / 'cmcd_error_vs_epsilon.png', M, m))
   if len(config.num_pairs) > 1 or len(config.m_labelled) > 1:
@@ -245,7 +343,7 @@ def make_figures(table, summary, config, workdir):
 EXPERIMENT = base.Experiment(
     name='cmcd', fields=FIELDS, validate=validate, axes=axes,
     make_setting_fn=make_setting_fn, key_axes=('seed',),
-    group_by=('epsilon', 'num_pairs', 'm_labelled', 'method'),
+    group_by=('epsilon', 'temperature', 'num_pairs', 'm_labelled', 'method'),
     figures=make_figures, derived=derived,
     nan_ok=pipeline.DISTILL_ONLY + pipeline.PROBE_ONLY, saves_params=True,
     inner_axes=inner_axes)

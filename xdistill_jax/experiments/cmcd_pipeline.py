@@ -53,7 +53,8 @@ METHODS = DISTILL_METHODS + BASELINES
 PROBED = DISTILL_METHODS + ('target_ssl',)
 # Metrics that are NaN by definition for some methods (see `measure`).
 DISTILL_ONLY = ('source_err', 'pair_disagreement', 'clean_disagreement', 'clean_cosine',
-                'domain_acc', 'tv_estimate')
+                'domain_acc', 'tv_estimate', 'domain_acc_heldout', 'n_domain_heldout',
+                'tv_estimate_heldout')
 PROBE_ONLY = ('probe_margin_risk', 'rademacher', 'probe_weight_norm', 'probe_margin_norm',
               'probe_input_frobenius_norm')
 # P1 inputs of the linear probe (`pac_bayes.multiclass_p1`), NaN for target-only.
@@ -75,8 +76,41 @@ class SettingData(NamedTuple):
   pairs: Coupled  # [max M] unlabelled pairs for distillation (labels unused)
   target_views: tuple  # two [max M, D_B] views of the pairs' target latents (target SSL)
   labelled: Coupled  # [max m] labelled examples (the probes see x_b, y; source probe x_a, y)
+  validation: Coupled  # [n_validation] labelled target examples for temperature selection
   domain: Coupled  # [n_domain] held-out pairs to train the domain classifiers
   test: Coupled  # [n_test] coupled test pairs
+  test_side: jax.Array  # [n_test] bool fair coins: pair i shows the classifier x_B if True
+
+
+class Temperatures(NamedTuple):
+  """One temperature profile (scalars, or [P] arrays for P profiles; may be traced)."""
+
+  infonce: jax.Array  # source pre-training and target SSL
+  cmc: jax.Array
+  cmd_teacher: jax.Array  # τ_A
+  cmd_student: jax.Array  # τ_B
+
+
+def default_temperatures(config) -> Temperatures:
+  return Temperatures(config.infonce_temperature, config.cmc_temperature,
+                      config.cmd_teacher_temperature, config.cmd_student_temperature)
+
+
+def temperature_labels(config) -> np.ndarray:
+  """Labels of the `temperature` inner axis: 'default', then one per grid value."""
+  return np.asarray(['default'] + [f'{t:g}' for t in config.temperature_grid])
+
+
+def temperature_profiles(config) -> Temperatures:
+  """[P] profiles, P = 1 + len(temperature_grid): index 0 the config's own temperatures,
+  index g the grid value τ for InfoNCE, CMC and the CMD student, and the CMD teacher at
+  τ·(τ_A/τ_B) of the defaults (the SEED-style ratio τ_A < τ_B kept)."""
+  grid = np.asarray(config.temperature_grid, np.float64)
+  ratio = config.cmd_teacher_temperature / config.cmd_student_temperature
+  column = lambda default, values: jnp.asarray(np.concatenate([[default], values]), jnp.float32)
+  d = default_temperatures(config)
+  return Temperatures(column(d.infonce, grid), column(d.cmc, grid),
+                      column(d.cmd_teacher, ratio * grid), column(d.cmd_student, grid))
 
 
 class Maps(NamedTuple):
@@ -100,17 +134,18 @@ def make_maps(config) -> Maps:
 def draw(config, maps: Maps, key, epsilon) -> SettingData:
   """Every sample one setting uses, from the exact-TV generator at gap ε (traced).
 
-  One draw of n_pretrain + max M + max m + n_domain + n_test latent pairs, split in that
-  order, and one Gaussian block for the views' augmentation noise (few PRNG sites keep the
+  One draw of n_pretrain + max M + n_labelled + n_domain + n_test latent pairs, split in that
+  order (the labelled block: the first max m train, the last n_validation validate), and one Gaussian block for the views' augmentation noise (few PRNG sites keep the
   compilation fast). The source pre-training set uses the source latents only.
   """
   k_latent, k_aug = jax.random.split(key)
-  sizes = (config.n_pretrain, max(config.num_pairs), max(config.m_labelled), config.n_domain,
-           config.n_test)
+  gap = config.n_labelled - max(config.m_labelled) - config.n_validation  # unused labels
+  sizes = (config.n_pretrain, max(config.num_pairs), max(config.m_labelled), gap,
+           config.n_validation, config.n_domain, config.n_test)
   lat = cmcd_latent.sample_exact_tv(k_latent, sum(sizes), epsilon, maps.means,
                                     config.latent_radius)
   cuts = np.cumsum(sizes)[:-1]
-  source, pairs, labelled, domain, test = (
+  source, pairs, labelled, _, validation, domain, test = (
       cmcd_latent.LatentPairs(*parts) for parts in zip(*(jnp.split(a, cuts) for a in lat)))
   noise = jax.random.normal(k_aug, (2, sizes[0] + sizes[1], lat.z_a.shape[1]))
   view = lambda obs_map, z, eta: cmcd_latent.observe(obs_map, z + config.aug_sigma * eta)
@@ -120,7 +155,20 @@ def draw(config, maps: Maps, key, epsilon) -> SettingData:
       source_views=tuple(view(maps.map_a, source.z_a, eta[:sizes[0]]) for eta in noise),
       pairs=coupled(pairs),
       target_views=tuple(view(maps.map_b, pairs.z_b, eta[sizes[0]:]) for eta in noise),
-      labelled=coupled(labelled), domain=coupled(domain), test=coupled(test))
+      labelled=coupled(labelled), validation=coupled(validation), domain=coupled(domain),
+      test=coupled(test),
+      test_side=jax.random.bernoulli(jax.random.fold_in(key, 1), 0.5, (config.n_test,)))
+
+
+def heldout_domain_correct(side, a_called_b, b_called_b):
+  """Correct calls of a domain classifier on one side per pair, chosen by a fair coin.
+
+  Pair i contributes φ_B(x_B,i) if `side[i]` else φ_A(x_A,i). The pairs are i.i.d. and the
+  coins independent of them, so the n indicators are i.i.d. Bernoulli with mean the balanced
+  accuracy ½(P_A[h = A] + P_B[h = B]) — the binomial model Clopper–Pearson needs (using both
+  sides of a coupled pair would make two dependent trials). Returns the [n] 0/1 indicators.
+  """
+  return jnp.where(side, b_called_b, ~a_called_b).astype(jnp.float32)
 
 
 # ------------------------------------------------------------------------------------------
@@ -171,10 +219,10 @@ def features(config, tower, x):
   return losses.l2_normalize(encoder(config).apply(tower['encoder'], x))
 
 
-def ssl_loss(config, params, views):
+def ssl_loss(config, params, views, temperature=None):
   """Symmetric InfoNCE (SimCLR-style, in-batch negatives) on the towers' outputs."""
   z1, z2 = (embed(config, params, v) for v in views)
-  tau = config.infonce_temperature
+  tau = config.infonce_temperature if temperature is None else temperature
   return 0.5 * jnp.mean(losses.infonce(z1, z2, tau) + losses.infonce(z2, z1, tau))
 
 
@@ -192,23 +240,27 @@ def optimizer(learning_rate):
 # ------------------------------------------------------------------------------------------
 # Stages.
 # ------------------------------------------------------------------------------------------
-def pretrain_source(config, key, views, steps=None):
+def pretrain_source(config, key, views, steps=None, temps: Temperatures | None = None):
   """φ_A (+ projection head) by InfoNCE on two views of each source example."""
   params = tower_init(config, key, views[0])
   steps = config.pretrain_steps if steps is None else steps
-  params, _ = training.fit(functools.partial(ssl_loss, config, views=views), params,
+  temps = default_temperatures(config) if temps is None else temps
+  params, _ = training.fit(functools.partial(ssl_loss, config, views=views,
+                                             temperature=temps.infonce), params,
                            optimizer(config.learning_rate), steps)
   return params
 
 
-def distillation_loss(config, method, student_output, teacher_features):
+def distillation_loss(config, method, student_output, teacher_features,
+                      temps: Temperatures | None = None):
   """Mean CMD / CMC / one-directional CMC / L2 loss over the paired batch (docs/protocols.md
-  §C, step 2)."""
+  §C, step 2), at the profile `temps` (default: the config's temperatures)."""
+  temps = default_temperatures(config) if temps is None else temps
   if method == 'cmd':
-    per_pair = losses.cmd_loss(student_output, teacher_features,
-                               config.cmd_student_temperature, config.cmd_teacher_temperature)
+    per_pair = losses.cmd_loss(student_output, teacher_features, temps.cmd_student,
+                               temps.cmd_teacher)
   elif method in ('cmc', 'cmc_b2a'):
-    per_pair = losses.cmc_loss(student_output, teacher_features, config.cmc_temperature,
+    per_pair = losses.cmc_loss(student_output, teacher_features, temps.cmc,
                                symmetric=method == 'cmc')
   elif method == 'l2':
     per_pair = losses.l2_align(student_output, teacher_features)
@@ -246,7 +298,8 @@ def _per_m(loss_fn, stacked_params, masks):
   return jax.vmap(loss_fn)(stacked_params, masks)
 
 
-def target_objectives(config, data: SettingData, teacher_features):
+def target_objectives(config, data: SettingData, teacher_features,
+                      temps: Temperatures | None = None):
   """{model name: loss fn of its params} for every target model of stage 3.
 
   'cmd_M<M>' … 'l2_M<M>': students (encoder only) on the first M pairs; 'target_ssl_M<M>':
@@ -260,11 +313,13 @@ def target_objectives(config, data: SettingData, teacher_features):
       if method in DISTILL_METHODS:
         objectives[_name(method, M)] = functools.partial(
             lambda method, x_b, teacher, p: distillation_loss(
-                config, method, encoder(config).apply(p['encoder'], x_b), teacher),
+                config, method, encoder(config).apply(p['encoder'], x_b), teacher, temps),
             method, x_b, teacher)
       elif method == 'target_ssl':
         views = tuple(v[:M] for v in data.target_views)
-        objectives[_name(method, M)] = functools.partial(ssl_loss, config, views=views)
+        objectives[_name(method, M)] = functools.partial(
+            ssl_loss, config, views=views,
+            temperature=None if temps is None else temps.infonce)
   if 'target_only' in config.methods:
     x, y, masks = data.labelled.x_b, data.labelled.y, label_masks(config)
     objectives['target_only'] = lambda p: _per_m(
@@ -277,9 +332,10 @@ def _target_only_logits(config, params, x):
                                           features(config, params['tower'], x))
 
 
-def train_targets(config, key, data: SettingData, teacher_features):
+def train_targets(config, key, data: SettingData, teacher_features,
+                  temps: Temperatures | None = None):
   """Stage 3 in one fused loop: (params by model name, final loss by model name)."""
-  objectives = target_objectives(config, data, teacher_features)
+  objectives = target_objectives(config, data, teacher_features, temps)
   k_tower, k_classifier = jax.random.split(key)
   tower = tower_init(config, k_tower, data.pairs.x_b)  # shared by every target model
   student = {'encoder': tower['encoder']}  # students have no projection head
@@ -340,7 +396,7 @@ def _error(logits, y, weights=None):
 
 
 def measure(config, data: SettingData, target_params, target_losses, head_params, phi_a_test,
-            epsilon):
+            epsilon, temps: Temperatures | None = None):
   """Per (M, m, method) metrics; every leaf has leading dims [len(M), len(m), len(methods)].
 
   Errors are on the coupled test pairs. NaN by definition: the C3 quantities and the TV
@@ -361,11 +417,14 @@ def measure(config, data: SettingData, target_params, target_losses, head_params
       'num_classes': config.num_classes, 'margin_rho': config.margin_rho,
       'confidence_delta': config.delta, 'n_test': config.n_test,
   }
+  temps = default_temperatures(config) if temps is None else temps
+  shared |= {f'{name}_tau': value for name, value in temps._asdict().items()}
   shared = {k: per_m(v) for k, v in shared.items()} | {'source_probe_err': source_probe_err}
+  val = data.validation
 
   def probed(method, M):
     phi_b = functools.partial(features, config, target_params[_name(method, M)])
-    test_b, lab_b = phi_b(test.x_b), phi_b(lab.x_b)
+    test_b, lab_b, val_b = phi_b(test.x_b), phi_b(lab.x_b), phi_b(val.x_b)
     augmented = jnp.concatenate([lab_b, jnp.ones((lab_b.shape[0], 1))], -1)
 
     def one(g, w):
@@ -373,6 +432,7 @@ def measure(config, data: SettingData, target_params, target_losses, head_params
       pred_b = jnp.argmax(probe.apply(g, test_b), -1)
       norm = _weight_norm(g)  # Λ of [W; b]: the bias is folded in by the constant-1 feature
       out = {'target_err': jnp.mean((pred_b != test.y).astype(jnp.float32)),
+             'val_err': _error(probe.apply(g, val_b), val.y),
              'probe_train_err': _error(lab_logits, lab.y, w),
              'probe_margin_risk': bounds.empirical_margin_risk(lab_logits, lab.y,
                                                                config.margin_rho, mask=w),
@@ -397,8 +457,15 @@ def measure(config, data: SettingData, target_params, target_losses, head_params
       cosine = jnp.sum(phi_a_test * test_b, -1)
       x = jnp.concatenate([phi_a_test, test_b])
       is_b = jnp.repeat(jnp.arange(2), test_b.shape[0])
-      acc = 1.0 - _error(domain.apply(head_params[_name('domain', method, M)], x), is_b)
-      out |= {'clean_cosine': per_m(jnp.sum(jnp.where(clean, cosine, 0.0))
+      classifier = head_params[_name('domain', method, M)]
+      acc = 1.0 - _error(domain.apply(classifier, x), is_b)
+      called_b = lambda f: jnp.argmax(domain.apply(classifier, f), -1) == 1
+      acc_heldout = jnp.mean(heldout_domain_correct(data.test_side, called_b(phi_a_test),
+                                                    called_b(test_b)))
+      out |= {'domain_acc_heldout': per_m(acc_heldout),
+              'n_domain_heldout': per_m(config.n_test),
+              'tv_estimate_heldout': per_m(2.0 * acc_heldout - 1.0),
+              'clean_cosine': per_m(jnp.sum(jnp.where(clean, cosine, 0.0))
                                     / jnp.maximum(jnp.sum(clean), 1)),
               'domain_acc': per_m(acc),
               'tv_estimate': per_m(divergences.classifier_tv_estimate(acc))}
@@ -408,6 +475,8 @@ def measure(config, data: SettingData, target_params, target_losses, head_params
     params = target_params['target_only']
     return {'target_err': jax.vmap(
                 lambda q: _error(_target_only_logits(config, q, test.x_b), test.y))(params),
+            'val_err': jax.vmap(
+                lambda q: _error(_target_only_logits(config, q, val.x_b), val.y))(params),
             'probe_train_err': jax.vmap(
                 lambda q, w: _error(_target_only_logits(config, q, lab.x_b), lab.y, w))(
                     params, masks),
@@ -423,14 +492,26 @@ def measure(config, data: SettingData, target_params, target_losses, head_params
   return jax.tree.map(lambda *leaves: jnp.stack(leaves), *grid)  # [n_M, n_m, methods]
 
 
-def run_setting(config, maps: Maps, key, epsilon):
-  """One setting end to end: (metrics, trained params)."""
-  k_data, k_source, k_target, k_heads = jax.random.split(key, 4)
-  data = draw(config, maps, k_data, epsilon)
-  source_params = pretrain_source(config, k_source, data.source_views)
+def run_profile(config, key, data: SettingData, epsilon, temps: Temperatures):
+  """Stages 2–5 of one setting at one temperature profile: (metrics, trained params)."""
+  _, k_source, k_target, k_heads = jax.random.split(key, 4)
+  source_params = pretrain_source(config, k_source, data.source_views, temps=temps)
   teacher_features = jax.lax.stop_gradient(features(config, source_params, data.pairs.x_a))
-  target_params, target_losses = train_targets(config, k_target, data, teacher_features)
+  target_params, target_losses = train_targets(config, k_target, data, teacher_features, temps)
   head_params = train_heads(config, k_heads, data, source_params, target_params)
   metrics = measure(config, data, target_params, target_losses, head_params,
-                    features(config, source_params, data.test.x_a), epsilon)
+                    features(config, source_params, data.test.x_a), epsilon, temps)
   return metrics, {'source': source_params, 'target': target_params, 'heads': head_params}
+
+
+def run_profiles(config, key, data: SettingData, epsilon):
+  """`run_profile` vmapped over `temperature_profiles` (the `temperature` inner axis, leading
+  dimension of every output). Every profile sees the same data and initialisations."""
+  return jax.vmap(lambda t: run_profile(config, key, data, epsilon, t))(
+      temperature_profiles(config))
+
+
+def run_setting(config, maps: Maps, key, epsilon):
+  """One setting end to end: (metrics, trained params), both stacked over the profiles."""
+  data = draw(config, maps, jax.random.split(key, 4)[0], epsilon)
+  return run_profiles(config, key, data, epsilon)

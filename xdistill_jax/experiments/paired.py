@@ -16,8 +16,8 @@ Features are standardised with the whole file's mean and standard deviation (lab
 of `measures.teacher_student_divergences` on the test rows, ω statistics; with linear
 models the margin-bound inputs, and for two classes P1 and the VC dimension), so the
 registered bounds apply. Outputs: table1.csv / table1.md (per method: Δ mean ± std, KD
-accuracy, the non-target divergence or KL, ω; Spearman ρ(Δ, divergence)), the
-divergence figure and the bounds figure of the first method.
+accuracy, the non-target divergence or KL, ω; Spearman ρ(Δ, divergence) over the seeds
+with a bootstrap 95 % interval), the divergence figure and the bounds figure of the first method.
 """
 
 import dataclasses
@@ -230,16 +230,18 @@ def table1_markdown(table, summary, rows, config, divergence, label) -> str:
            f'{config.runs} seeds; best Δ in bold. Teacher accuracy '
            f'{100 * summary["teacher_acc_mean"][first][0]:.2f} %, baseline '
            f'{100 * summary["baseline_acc_mean"][first][0]:.2f} %.', '',
-           f'| Method | Δ | KD acc. (%) | {label} | mean ω | ρ(Δ, {divergence}) |',
+           f'| Method | Δ | KD acc. (%) | {label} | mean ω | ρ(Δ, {divergence}) '
+           '[bootstrap 95 %] |',
            '|---|---|---|---|---|---|']
   for i, m in enumerate(rows['method']):
     sel = healthy & (table['method'] == m)
-    rho = tables.spearman(table[divergence][sel], table['delta'][sel], permutations=0)['rho']
+    c = tables.spearman_interval(table[divergence][sel], table['delta'][sel], seed=config.seed)
     delta = f'{rows["delta_mean"][i]:+.2f} ± {rows["delta_std"][i]:.2f}'
     delta = f'**{delta}**' if rows['delta_mean'][i] == best else delta
     lines.append(f'| {rows["label"][i]} | {delta}'
                  f' | {100 * rows["kd_acc_mean"][i]:.2f} | {rows[divergence + "_mean"][i]:.4f} '
-                 f'| {rows["omega_mean_mean"][i]:.3f} | {rho:+.3f} |')
+                 f'| {rows["omega_mean_mean"][i]:.3f} | {c["rho"]:+.3f} '
+                 f'[{c["low"]:+.3f}, {c["high"]:+.3f}] |')
   pooled = tables.spearman(table[divergence][healthy], table['delta'][healthy], permutations=0)
   lines += ['', f'Spearman ρ(Δ, {divergence}) over all healthy rows: {pooled["rho"]:+.3f} '
             f'(n = {pooled["n"]}).']
