@@ -54,6 +54,19 @@ def test_check_shard_refuses_out_of_range():
   runner.check_shard((2, 3))
 
 
+def test_an_empty_shard_compiles_nothing_and_writes_no_chunk(tiny_overlap_config, tmp_path,
+                                                             monkeypatch, capsys):
+  from xdistill_jax.sweep import execute
+
+  def no_compilation(*args, **kwargs):
+    raise AssertionError('compiled for an empty shard')
+  monkeypatch.setattr(execute, 'make_runner', no_compilation)
+  assert runner.run(tiny_overlap_config, tmp_path, shard=(0, 10)) == {}  # 9 settings: [0, 0)
+  assert 'shard 0/10 finished (no settings of 9)' in capsys.readouterr().err
+  assert (tmp_path / 'config.json').is_file() and not store_lib.ChunkStore(
+      tmp_path / 'chunks').paths()
+
+
 def test_missing_ranges():
   assert runner.missing_ranges(np.array([0, 1, 5, 9]), 12) == '2-4, 6-8, 10-11'
   assert runner.missing_ranges(np.arange(4), 4) == 'none'

@@ -2,10 +2,19 @@
 
 One setting = (ε, seed). Inside it the source encoder is pre-trained once (InfoNCE), every
 method is trained on it in one fused loop, and every probe in a second one
-(`cmcd_pipeline`). The inner axes are the number of unlabelled pairs M (`num_pairs`), the
-number of labelled target examples m (`m_labelled`) and the `method` (cmd, cmc, cmc_b2a, l2,
-target_only, target_ssl), so every metric has leading dimensions [len(M), len(m), len(methods)]
-and each combination is one results row.
+(`cmcd_pipeline`). The inner axes are the temperature profile (`temperature`: 'default',
+then one per `temperature_grid` value, `cmcd_pipeline.temperature_profiles`), the number of
+unlabelled pairs M (`num_pairs`), the number of labelled target examples m (`m_labelled`)
+and the `method` (cmd, cmc, cmc_b2a, l2, target_only, target_ssl), so every metric has
+leading dimensions [profiles, len(M), len(m), len(methods)] and each combination is one
+results row. `val_err` is the error on the labelled target validation split (disjoint from
+the test pairs); `derived` marks per (ε, seed, M, m, method) the profile of least `val_err`
+(`temperature_selected`), and the figures hook writes `cmcd_table.md` / `.csv` (test error
+at the selected and at the default temperatures); the figures show the default profile.
+
+Certified columns: `domain_acc_heldout` on `n_domain_heldout` = n_test coin-chosen sides of the
+test pairs, `tv_estimate_heldout` = 2·acc − 1 on them, and the registry's `tv_domain_lower`
+(TV ≥ 2·CP_lower − 1) and `c3_certified_upper` (docs/theory.md C2, C3).
 
 Columns (the contract of `bound_registry`'s C3–C5 bounds): `target_err` (the target test error
 of the method's predictor, on the coupled test pairs), `source_err`, `pair_disagreement`,

@@ -200,8 +200,9 @@ def run(config: ml_collections.ConfigDict, workdir, shard: tuple[int, int] = (0,
   if not lead:
     return {}
   if shard[1] > 1:
-    _log(f'shard {shard[0]}/{shard[1]} finished ({end - begin} settings); write the results of '
-         f'every finished shard with xdistill plot --workdir={workdir}')
+    held = f'{end - begin} settings' if end > begin else f'no settings of {grid.size}'
+    _log(f'shard {shard[0]}/{shard[1]} finished ({held}); write the results of every '
+         f'finished shard with xdistill plot --workdir={workdir}')
     return {}
   return finalize(workdir, config)
 
