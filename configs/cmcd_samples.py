@@ -9,8 +9,9 @@ target-only model for every number of labels m ∈ {8, 16, 32, 64, 128} (inner a
 `m_labelled`, stacked and masked so that one program serves all m). 20 × 4 × 5 × 6 = 2400
 results rows. Writes results.csv, summary.csv, bounds.json, config.json,
 cmcd_error_vs_samples.png (error against m and against M, log x, with the floor and C3),
-cmcd_tv_estimate.png and cmcd_bounds_<method>.png (bounds against m at M = 256). About
-1 minute on a 2-core CPU, compilation (~25 s) included. Other sizes:
+cmcd_tv_estimate.png and cmcd_bounds_<method>.png (bounds against m at M = 256), at two
+temperature profiles (the defaults and τ = 0.5, selected on 64 validation labels; the
+figures show the defaults, cmcd_table.md both). About 1 minute per profile on a 2-core CPU. Other sizes:
 --config.m_labelled='(8,32,128)' --config.num_pairs='(64,256)'; other gap:
 --config.epsilons='(0.4,)'.
 """

@@ -269,7 +269,7 @@ def test_standard_cmcd_and_generalisation_bounds():
   )
   found = set(R.applicable(table))
   assert found == {"c5_lower", "c3_upper", "c3_split_upper", "c4_probe_upper",
-                   "t1_upper_target", "t1_lower_target"}
+                   "t1_upper_target", "t1_lower_target", "c3_certified_upper"}
   out, summary = R.evaluate(sorted(found), table)
   assert summary["c3_upper"]["violations"] == 0
   assert summary["c3_split_upper"]["violations"] == 0 and summary["c3_split_upper"]["kind"] == (

@@ -109,7 +109,8 @@ def tiny_sweep(tmp_path_factory):
 
 def test_tiny_sweep_writes_method_rows_bound_columns_and_figures(tiny_sweep):
   config, workdir, report, table = tiny_sweep
-  rows = len(config.epsilons) * config.runs * len(config.methods)
+  profiles = 1 + len(config.temperature_grid)
+  rows = len(config.epsilons) * config.runs * len(config.methods) * profiles
   assert len(table['index']) == rows and report['diverged'] == 0
   assert sorted(set(table['method'])) == sorted(config.methods)
   for column in BOUND_COLUMNS + ('c3_upper', 'c3_split_upper', 'c5_lower', 'c4_probe_upper',
@@ -124,10 +125,11 @@ def test_tiny_sweep_writes_method_rows_bound_columns_and_figures(tiny_sweep):
   assert np.all(np.isfinite(table['source_err'][~baseline]))
   assert np.all(np.isnan(table['rademacher'][baseline]))
   summary = json.loads((workdir / 'bounds.json').read_text())['bounds']
-  assert summary['c3_upper']['violations'] == 0 and summary['c3_upper']['n'] == 8
+  assert summary['c3_upper']['violations'] == 0 and summary['c3_upper']['n'] == 8 * profiles
   # C3-split with the observed broken fraction is deterministic: 0 violations.
   assert summary['c3_split_upper']['kind'] == 'deterministic'
-  assert summary['c3_split_upper']['violations'] == 0 and summary['c3_split_upper']['n'] == 8
+  assert (summary['c3_split_upper']['violations'] == 0
+          and summary['c3_split_upper']['n'] == 8 * profiles)
   # C4 at K = 8: c_K = 4K, Λ rounded up to 2^j with δ/(j(j + 1)) (numpy, from the formula).
   probed = ~baseline
   lam = table['probe_margin_norm'][probed]
@@ -156,7 +158,24 @@ def test_tiny_sweep_writes_method_rows_bound_columns_and_figures(tiny_sweep):
   for name in ('cmcd_error_vs_epsilon.png', 'cmcd_tv_estimate.png', 'cmcd_bounds_l2.png'):
     assert (workdir / name).stat().st_size > 0
   summary_csv = tables.read_csv(workdir / 'summary.csv')
-  assert len(summary_csv['method']) == len(config.epsilons) * len(config.methods)
+  assert len(summary_csv['method']) == len(config.epsilons) * len(config.methods) * profiles
+  # cmcd_table: one row per (method, ε); one selected profile per seed and method.
+  method_table = tables.read_csv(workdir / 'cmcd_table.csv')
+  assert len(method_table['method']) == len(config.epsilons) * len(config.methods)
+  np.testing.assert_array_equal(method_table['n_seeds'], config.runs)
+  assert np.sum(table['temperature_selected']) == rows // profiles
+  for eps in config.epsilons:  # at the defaults: the mean of the seeds' default rows
+    for method in config.methods:
+      at = ((table['epsilon'] == eps) & (table['method'] == method)
+            & (table['temperature'] == 'default'))
+      row = (method_table['epsilon'] == eps) & (method_table['method'] == method)
+      np.testing.assert_allclose(method_table['default_mean'][row],
+                                 np.mean(table['target_err'][at]), rtol=1e-6)
+      chosen = (table['epsilon'] == eps) & (table['method'] == method) & (
+          table['temperature_selected'] == 1)
+      np.testing.assert_allclose(method_table['tuned_mean'][row],
+                                 np.mean(table['target_err'][chosen]), rtol=1e-6)
+  assert (workdir / 'cmcd_table.md').read_text().count('**') >= 2 * 2 * len(config.epsilons)
 
 
 def test_zero_gap_distillation_brings_target_error_to_the_source_error(tiny_sweep):
