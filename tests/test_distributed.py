@@ -82,7 +82,7 @@ def _same_rows(a_dir, b_dir) -> None:
       pathlib.Path(b_dir) / 'results.csv').read_bytes()
 
 
-@pytest.mark.parametrize('devices_each', [1, 2])
+@pytest.mark.parametrize('devices_each', [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_two_processes_give_the_rows_of_one_process_with_as_many_devices(tmp_path,
                                                                           devices_each):
   total = 2 * devices_each
@@ -113,7 +113,7 @@ def uninterrupted(tmp_path_factory):
   return tables.read_csv(workdir / 'results.csv')
 
 
-@pytest.mark.parametrize('victim', [1, 0])
+@pytest.mark.parametrize('victim', [1, pytest.param(0, marks=pytest.mark.slow)])
 def test_a_killed_process_stops_the_other_then_rerunning_resumes(tmp_path, uninterrupted,
                                                                  victim):
   flags = KILL_FLAGS
@@ -129,9 +129,10 @@ def test_a_killed_process_stops_the_other_then_rerunning_resumes(tmp_path, unint
   survivor_rc, survivor_err = ((rc1, err1) if victim == 0 else (rc0, err0))
   assert time.time() - killed_at < 60
   assert 1 <= len(at_kill) < 4, at_kill  # the kill landed mid-sweep
-  assert survivor_rc == 1, survivor_err
-  last = survivor_err.strip().splitlines()[-1]
-  assert last.startswith('xdistill: error: multi-process sweep stopped'), survivor_err
+  assert survivor_rc != 0, survivor_err  # 1 from xdistill; JAX may abort first (SIGABRT)
+  # The one-line message is there; when the coordinator (process 0) is the one that died,
+  # JAX's own fatal-error log lines may be interleaved with it or follow it.
+  assert 'xdistill: error: multi-process sweep stopped' in survivor_err, survivor_err
   assert 'Traceback' not in survivor_err
   assert not (workdir / 'results.csv').exists()
   committed = _chunks(workdir)
