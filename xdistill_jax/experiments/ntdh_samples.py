@@ -10,7 +10,6 @@ on log-log axes, with the O(n^-1/2) and O(n^-1) reference slopes of theory.md N5
 
 import numpy as np
 
-from xdistill_jax import bounds
 from xdistill_jax import config_schema
 from xdistill_jax.experiments import base
 from xdistill_jax.experiments import ntdh_overlap

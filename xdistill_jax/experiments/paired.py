@@ -35,7 +35,6 @@ from xdistill_jax import datasets
 from xdistill_jax import kd_methods
 from xdistill_jax import measures
 from xdistill_jax import pac_bayes
-from xdistill_jax import training
 from xdistill_jax.experiments import base
 from xdistill_jax.experiments import ntdh_kclass
 from xdistill_jax.experiments import ntdh_table1
