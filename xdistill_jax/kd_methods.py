@@ -66,6 +66,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from xdistill_jax import config_schema
 from xdistill_jax import losses
 from xdistill_jax import measures
 from xdistill_jax import training
@@ -116,6 +117,15 @@ class Relation(NamedTuple):
 
   subset: jax.Array | None = None
   angle_rows: jax.Array | None = None
+
+
+def check_rkd_angle_rows(methods, rkd_angle_rows: int, rows: int, field: str) -> None:
+  """Raises `ConfigError` when RKD's angle sample (3 × `rkd_angle_rows` distinct rows, see
+  `draw_relation`) does not fit in the `rows` relational rows; `field` names the config field."""
+  if 'rkd' in methods and 3 * rkd_angle_rows > rows:
+    raise config_schema.ConfigError(
+        f'config.{field}={rkd_angle_rows!r} is invalid; allowed: at most {rows // 3} (RKD '
+        f'needs 3 × rkd_angle_rows distinct rows of the {rows} relational rows).')
 
 
 def draw_relation(key, n: int, relational_batch: int = 0, rkd_angle_rows: int = 0) -> Relation:

@@ -91,11 +91,7 @@ def validate(config) -> None:
   pc = config[protocol]
   rows = pc.n_train if protocol == 'G' else kclass.num_train(pc.num_examples, pc.train_fraction)
   rows = min(rows, pc.relational_batch or rows)
-  if 'rkd' in config.methods and 3 * pc.rkd_angle_rows > rows:
-    raise config_schema.ConfigError(
-        f'config.{p}rkd_angle_rows={pc.rkd_angle_rows!r} is invalid; allowed: at most '
-        f'{rows // 3} (RKD needs 3 × rkd_angle_rows distinct rows of the {rows} relational '
-        'rows).')
+  kd_methods.check_rkd_angle_rows(config.methods, pc.rkd_angle_rows, rows, p + 'rkd_angle_rows')
 
 
 def _pc(config):

@@ -107,11 +107,7 @@ def validate(config) -> None:
         f'config.test_fraction={config.test_fraction!r} is invalid; allowed: a fraction that '
         f'leaves at least 2 of the {data.y.shape[0]} rows of {config.data} for training.')
   rows = min(n_train, config.relational_batch or n_train)
-  if 'rkd' in config.methods and 3 * config.rkd_angle_rows > rows:
-    raise config_schema.ConfigError(
-        f'config.rkd_angle_rows={config.rkd_angle_rows!r} is invalid; allowed: at most '
-        f'{rows // 3} (RKD needs 3 × rkd_angle_rows distinct rows of the {rows} relational '
-        'rows).')
+  kd_methods.check_rkd_angle_rows(config.methods, config.rkd_angle_rows, rows, 'rkd_angle_rows')
 
 
 def axes(config) -> dict[str, np.ndarray]:
