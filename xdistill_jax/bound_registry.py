@@ -42,6 +42,17 @@ c4_probe_upper      C4      upper   probabilistic   probe_margin_risk, m_labelle
 t1_upper_{model}    T1      upper   test-set        {model}_err, n_test, confidence_delta
 t1_lower_{model}    T1      lower   test-set          → {model}_err  (model: kd, baseline,
                                                     teacher; and target → target_err)
+p1_upper_{m}        P1      upper   probabilistic   {m}_gibbs_bound → {m}_gibbs_err
+p1_deterministic_   P1      upper   probabilistic   {m}_gibbs_bound → {m}_err  (min(1, 2·P1);
+upper_{m}                                           m: kd, baseline, target)
+f1_lower            F1      lower   expected-floor  f1_floor_tckd, f1_floor_nckd → kl_test
+f1_conditional_     F1      lower   deterministic   f1_floor_tckd, f1_floor_nckd
+lower                                               → kd_conditional_kl
+f1_pointwise        F1      upper   deterministic   → f1_pointwise_violations (= 0)
+tv_domain_lower     C2      lower   test-set        domain_acc_heldout, n_domain_heldout,
+                                                    confidence_delta → tv_estimate_heldout
+c3_certified_upper  C3      upper   test-set        source_err, pair_disagreement, n_test,
+                                                    confidence_delta → target_err
 ==================  ======  ======  ==============  ===========================================
 
 Column meanings:
@@ -68,6 +79,16 @@ Column meanings:
 * ``probe_margin_risk``, ``m_labelled``, ``probe_margin_norm``,
   ``probe_input_frobenius_norm``: the probe's ρ-margin risk on its m labelled target
   examples, m, its Λ (as for ``kd_margin_norm``) and sqrt(Σ_i ‖[φ_B(x_i), 1]‖²).
+* ``{m}_gibbs_bound``: kl⁻¹(Ĝ_n, [KL(Q‖P) + ln(2√n/δ)]/n) minimised over a fixed posterior
+  grid in the compiled program (``pac_bayes.minimise_over_grid``; ``{m}_gibbs_train_err`` and
+  ``{m}_posterior_kl`` reproduce it via ``pac_bayes.seeger_maurer_bound``); ``{m}_gibbs_err``:
+  the chosen Gaussian posterior's test Gibbs error. m: kd, baseline (protocol G's linear
+  students, Table 1 on G), target (the CMCD linear probe).
+* ``f1_floor_tckd``, ``f1_floor_nckd``: the target and non-target parts of the distillation
+  floor E KL(p_t ‖ p̄) (``kd_floor``); ``kd_conditional_kl``: the KD student's exact
+  conditional expected KL; ``f1_pointwise_violations``: examples below their own floor.
+* ``domain_acc_heldout``, ``n_domain_heldout``: the domain classifier's balanced accuracy on
+  its held-out pairs and their number; ``tv_estimate_heldout``: 2·acc − 1.
 
 Kinds (:data:`KINDS`, judged as :data:`RULES` says). ``n3_*`` and ``c5_lower`` are exact
 values of an expected error and the N4/C4 bounds bound the expected error: both count a
@@ -689,23 +710,6 @@ for _model, _err in (
   _t1(_model, _err)
 
 
-# --------------------------------------------------------------------------------------
-# P1 (PAC-Bayes-kl) and F1 (irreducible KD floor): docs/theory.md; math in
-# xdistill_jax.pac_bayes and xdistill_jax.kd_floor. (Block maintained with those modules.)
-#
-# p1_upper_{m}                P1  upper  probabilistic  {m}_gibbs_bound → {m}_gibbs_err
-# p1_deterministic_upper_{m}  P1  upper  probabilistic  {m}_gibbs_bound → {m}_err (min(1, 2·P1))
-#   m: kd, baseline (protocol G's linear students, every Table-1 method on G), target (the
-#   CMCD linear probe). {m}_gibbs_bound = kl⁻¹(Ĝ_n, [KL(Q‖P) + ln(2√n/δ)]/n) minimised over
-#   the fixed posterior grid, computed in the compiled program (pac_bayes.minimise_over_grid;
-#   {m}_gibbs_train_err and {m}_posterior_kl beside it reproduce it via
-#   pac_bayes.seeger_maurer_bound); {m}_gibbs_err is the chosen posterior's test Gibbs error.
-# f1_lower                    F1  lower  expected-floor f1_floor_tckd, f1_floor_nckd → kl_test
-# f1_conditional_lower        F1  lower  deterministic  (same) → kd_conditional_kl
-# f1_pointwise                F1  upper  deterministic  → f1_pointwise_violations (= 0)
-# --------------------------------------------------------------------------------------
-
-
 def _p1(model: str):
   column = f"{model}_gibbs_bound"
 
@@ -764,17 +768,6 @@ def _f1_conditional_lower(m):
 )
 def _f1_pointwise(m):
   return np.float64(0.0)
-
-
-# --------------------------------------------------------------------------------------
-# CMCD certified measurements (docs/theory.md C2-cert, C3-cert). (Block maintained with
-# xdistill_jax/experiments/cmcd_pipeline.py.)
-#
-# tv_domain_lower     C2  lower  test-set  domain_acc_heldout, n_domain_heldout,
-#                                          confidence_delta → tv_estimate_heldout
-# c3_certified_upper  C3  upper  test-set  source_err, pair_disagreement, n_test,
-#                                          confidence_delta → target_err
-# --------------------------------------------------------------------------------------
 
 
 @bound(
