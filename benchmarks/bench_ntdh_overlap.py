@@ -58,7 +58,7 @@ def main(argv=None):
   config = config_files.load('ntdh_overlap')
   config.runs = args.runs
   grid = Grid(ntdh_overlap.axes(config))
-  width = engine_timing.default_width(grid)
+  width = engine_timing.default_width(grid, ntdh_overlap.make_setting_fn(config), config.seed)
   print(f'machine: {os.cpu_count()} cores, jax {jax.__version__}, backend '
         f'{jax.default_backend()}, {jax.device_count()} device(s), vmap width {width}, '
         f'XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}')

@@ -12,6 +12,11 @@
 4. Why not one batched forward pass: nine KL students of one setting trained with their
    parameters stacked and one vmapped forward pass, against a loop each (what `fit_students`
    does); 32 settings vmapped, one device.
+5. With --protocol-s-steps=N: the three protocol-S experiments (ntdh_kclass, Table 1 on S,
+   the feature mask; 4 overlaps × 4 seeds, N steps) at the automatic vmap width 8 and at the
+   width their configs set on a CPU (1): compile and run, wall and process CPU seconds, and
+   CPU seconds per requested setting (width 8 pads 16 settings to 32, the default sweeps of
+   50 settings to 64).
 """
 
 import argparse
@@ -115,12 +120,43 @@ def stacked_vs_apart(students=9, settings=32, steps=1000):
   return out
 
 
+def protocol_s_widths(steps, runs=4):
+  """Part 5: {experiment: {width: (compile wall, compile cpu, run wall, run cpu, settings)}}."""
+  from xdistill_jax.experiments import ntdh_feature_mask, ntdh_kclass  # noqa: E402
+  out = {}
+  for name, module, variant in (('ntdh_kclass', ntdh_kclass, None),
+                                ('ntdh_table1:S', ntdh_table1, 'S'),
+                                ('ntdh_feature_mask', ntdh_feature_mask, None)):
+    config = config_files.load(name.split(':')[0], variant)
+    pc = config.S if variant else config
+    pc.steps, pc.runs, pc.overlaps = steps, runs, (20, 15, 5, 0)
+    grid = Grid(module.axes(config))
+    out[name] = {}
+    for width in (8, config.sweep.vmap_width):
+      wall, cpu = time.perf_counter(), time.process_time()
+      _, compile_s, run_s = engine_timing.sweep(module.make_setting_fn(config), config.seed,
+                                                grid, width=width)
+      cpu_total = time.process_time() - cpu
+      out[name][width] = (compile_s, run_s, cpu_total, time.perf_counter() - wall, grid.size)
+  return out
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--runs', type=int, default=100)
   parser.add_argument('--subset-runs', type=int, default=16)
   parser.add_argument('--skip-cli', action='store_true', help='skip part 1')
+  parser.add_argument('--protocol-s-steps', type=int, default=0,
+                      help='run only part 5 with this many training steps')
   args = parser.parse_args(argv)
+  if args.protocol_s_steps:
+    print(f'load average {os.getloadavg()}')
+    for name, widths in protocol_s_widths(args.protocol_s_steps).items():
+      for width, (compile_s, run_s, cpu, wall, settings) in widths.items():
+        print(f'5. {name}, vmap width {width}, {settings} settings: compile {compile_s:.1f} s, '
+              f'run {run_s:.1f} s wall; {cpu:.1f} s process CPU in all '
+              f'({cpu / settings:.2f} per setting)')
+    return 0
   print(f'machine: {os.cpu_count()} cores, jax {jax.__version__}, backend '
         f'{jax.default_backend()}, {jax.device_count()} device(s)')
 

@@ -6,11 +6,14 @@ import jax
 import numpy as np
 
 from xdistill_jax.sweep import execute
+from xdistill_jax.sweep import runner
 
 
-def default_width(grid) -> int:
-  """The vmap width `xdistill run` picks for this grid on this backend."""
-  return min(execute.default_vmap_width(), max(1, grid.size // 4))
+def default_width(grid, setting_fn=None, seed=0) -> int:
+  """The vmap width `xdistill run` picks for a new sweep of this grid on this backend (on an
+  accelerator, timed on `setting_fn`)."""
+  measure = runner.width_measure(lambda: setting_fn, seed, grid) if setting_fn else None
+  return runner.automatic_width(grid, measure)[0]
 
 
 def sweep(setting_fn, seed, grid, width=None):
@@ -21,7 +24,7 @@ def sweep(setting_fn, seed, grid, width=None):
   """
   start = time.perf_counter()
   runner = execute.make_runner(setting_fn, jax.random.key(seed), grid.traced_settings(
-      np.arange(1)), grid.size, vmap_width=width or default_width(grid))
+      np.arange(1)), grid.size, vmap_width=width or default_width(grid, setting_fn, seed))
   compiled = time.perf_counter()
   index = np.arange(grid.size)
   out = {}

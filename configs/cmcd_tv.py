@@ -38,7 +38,7 @@ def get_config():
   # Generator (docs/protocols.md §C): y ~ U{K}, z = s·e_y + r·u, u uniform in the unit ball
   # of R^d.
   config.latent_dim = 8
-  config.num_classes = 8
+  config.num_classes = (8,)  # K: an inner axis (a Python loop; needs K ≤ latent_dim)
   config.class_separation = 2.0  # s; supports are disjoint iff s·√2 > 2r
   config.latent_radius = 1.0  # r
   config.obs_dim_a = 16  # D_A: source observations ψ([z, flag] W_A + b_A)

@@ -10,7 +10,6 @@ import pytest
 from xdistill_jax import config_files
 from xdistill_jax import config_schema
 from xdistill_jax import training
-from xdistill_jax.experiments import cmcd
 from xdistill_jax.experiments import cmcd_pipeline as pipeline
 from xdistill_jax.reporting import tables
 from xdistill_jax.sweep import runner
@@ -45,7 +44,8 @@ def _tiny(**overrides):
     ('epsilons', (0.1, 1.5)),
     ('methods', ('cmd', 'kd')),
     ('num_pairs', (1,)),
-    ('num_classes', 9),  # > latent_dim
+    ('num_classes', (2, 9)),  # K > latent_dim
+    ('num_classes', ()),
     ('class_separation', 1.2),  # supports would overlap (needs > √2·r)
     ('obs_dim_b', 8),  # not injective on the 9-dimensional latent
     ('cmc_temperature', 0.0),
@@ -83,7 +83,8 @@ def _probe_error(config, tower, data, m=16, steps=200):
 
 
 def test_infonce_pretraining_beats_a_random_encoder_on_the_source_probe():
-  config = _tiny(m_labelled=(16,), n_pretrain=256, pretrain_steps=300)
+  config = pipeline.class_configs(_tiny(m_labelled=(16,), n_pretrain=256,
+                                        pretrain_steps=300))[0]
   maps = pipeline.make_maps(config)
 
   @jax.jit

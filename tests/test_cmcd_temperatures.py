@@ -70,7 +70,8 @@ def _synthetic_table(rng, profiles=3, seeds=4, methods=('cmd', 'l2')):
 def test_selection_is_the_validation_argmin_and_ignores_test_columns():
   rng = np.random.default_rng(0)
   table = _synthetic_table(rng)
-  chosen = cmcd.selected_on_validation(table)
+  keys = ('epsilon', 'seed', 'num_pairs', 'm_labelled', 'method')
+  chosen = cmcd.selected_on_validation(table, keys)
   # From the definition: per (ε, seed, method) the first profile with the least val_err.
   for e in (0.0, 0.3):
     for s in range(4):
@@ -81,9 +82,9 @@ def test_selection_is_the_validation_argmin_and_ignores_test_columns():
         assert chosen[rows].sum() == 1 and chosen[want], (e, s, m)
   # Corrupting every test column leaves the selection unchanged; the validation one does not.
   corrupted = dict(table, target_err=rng.uniform(0, 1, len(chosen)))
-  np.testing.assert_array_equal(cmcd.selected_on_validation(corrupted), chosen)
+  np.testing.assert_array_equal(cmcd.selected_on_validation(corrupted, keys), chosen)
   shuffled = dict(table, val_err=rng.permutation(table['val_err']))
-  assert np.any(cmcd.selected_on_validation(shuffled) != chosen)
+  assert np.any(cmcd.selected_on_validation(shuffled, keys) != chosen)
 
 
 @pytest.fixture(scope='module')
@@ -91,21 +92,22 @@ def axis_runs():
   """Profile runs of one setting: the small config on its data and on the same data with
   every test label corrupted (one vmapped program), and a separate run whose defaults are
   the small config's grid profile."""
-  config = _small()
+  config = pipeline.class_configs(_small())[0]
   maps = pipeline.make_maps(config)
   key, eps = jax.random.key(7), 0.2
   data = pipeline.draw(config, maps, jax.random.split(key, 4)[0], eps)
+  floor = pipeline.bayes_floor(config, eps)
   k = config.num_classes
   bad = data._replace(test=data.test._replace(y=(data.test.y + 1) % k))
   both = jax.tree.map(lambda a, b: jnp.stack([a, b]), data, bad)
-  run = jax.jit(jax.vmap(lambda d: pipeline.run_profiles(config, key, d, eps)[0]))
+  run = jax.jit(jax.vmap(lambda d: pipeline.run_profiles(config, key, d, floor)[0]))
   clean_and_bad = jax.tree.map(np.asarray, run(both))
   grid_tau = config.temperature_grid[0]
   ratio = config.cmd_teacher_temperature / config.cmd_student_temperature
-  separate = _small(infonce_temperature=grid_tau, cmc_temperature=grid_tau,
-                    cmd_student_temperature=grid_tau, cmd_teacher_temperature=grid_tau * ratio,
-                    temperature_grid=(0.3,))
-  alone = jax.jit(lambda d: pipeline.run_profiles(separate, key, d, eps)[0])(data)
+  separate = pipeline.class_configs(_small(
+      infonce_temperature=grid_tau, cmc_temperature=grid_tau, cmd_student_temperature=grid_tau,
+      cmd_teacher_temperature=grid_tau * ratio, temperature_grid=(0.3,)))[0]
+  alone = jax.jit(lambda d: pipeline.run_profiles(separate, key, d, floor)[0])(data)
   return config, clean_and_bad, jax.tree.map(np.asarray, alone)
 
 

@@ -13,7 +13,6 @@ from xdistill_jax import experiments
 from xdistill_jax import kd_methods
 from xdistill_jax import losses
 from xdistill_jax.experiments import ntdh_table1
-from xdistill_jax.models import TorchDense
 
 # Every file with the variants its docstring documents (None = plain --config=configs/NAME.py).
 VARIANTS = {'ntdh_table1': (None, 'G', 'S', 'S_g_weights')}

@@ -92,3 +92,64 @@ def test_cholesky_and_inverse_match_numpy_on_both_paths(monkeypatch, cpu_forms):
                              rtol=1e-3, atol=1e-3)
   np.testing.assert_allclose(inverse @ factor, np.broadcast_to(np.eye(12), (3, 12, 12)),
                              atol=1e-4)
+
+
+def test_bayes_floors_of_both_modalities_equal_one_floor_per_modality():
+  """`ntdh_kclass.bayes_floors` (both modalities in one vmapped program) returns exactly
+  what `kclass.bayes_floor` gives for each modality alone, with the keys split(key)."""
+  from xdistill_jax import config_files
+  from xdistill_jax.experiments import ntdh_kclass
+  config = config_files.load('ntdh_kclass')
+  config.bayes_samples = 2000
+  clusters = _data(n=400).clusters
+  key, overlap = jax.random.key(11), jnp.int32(5)
+  both = jax.jit(lambda k, c, o: ntdh_kclass.bayes_floors(config, k, c, o))(key, clusters,
+                                                                           overlap)
+  for name, observed, k in zip('ab', ntdh_kclass.observed_features(config, overlap),
+                               jax.random.split(key)):
+    est, se = jax.jit(kclass.bayes_floor, static_argnums=3)(k, clusters, observed, 2000, 0.01)
+    assert float(both[f'bayes_floor_{name}']) == float(est)
+    assert float(both[f'bayes_floor_{name}_se']) == float(se)
+  # Modality a sees (s - o)..(s + t - 1 - o), b sees 0..s-1: the estimates are those rules'.
+  assert set(both) == {'bayes_floor_a', 'bayes_floor_a_se', 'bayes_floor_b', 'bayes_floor_b_se'}
+
+
+def test_protocol_s_configs_run_one_setting_per_group_on_a_cpu(monkeypatch):
+  """Protocol-S configs set `sweep.vmap_width` to 1 on a CPU-only install; protocol G, and
+  any install with an accelerator plugin, keep the engine's automatic width (-1)."""
+  from xdistill_jax import config_files
+  from xdistill_jax.experiments import ntdh_kclass
+  monkeypatch.setattr(ntdh_kclass, 'accelerator_installed', lambda: False)
+  for name, arg in (('ntdh_kclass', None), ('ntdh_feature_mask', None), ('ntdh_table1', 'S'),
+                    ('ntdh_table1', 'S_g_weights')):
+    assert config_files.load(name, arg).sweep.vmap_width == 1, (name, arg)
+  assert config_files.load('ntdh_table1', 'G').sweep.vmap_width == -1
+  monkeypatch.setattr(ntdh_kclass, 'accelerator_installed', lambda: True)
+  for name, arg in (('ntdh_kclass', None), ('ntdh_feature_mask', None), ('ntdh_table1', 'S')):
+    assert config_files.load(name, arg).sweep.vmap_width == -1, (name, arg)
+
+
+@pytest.mark.slow  # two compilations of the protocol-S program (~100 s CPU at load 28)
+def test_protocol_s_width_one_reproduces_width_eight():
+  """A width-1 sweep reproduces the width-8 sweep of the same settings to float rounding
+  (batched and unbatched products may round differently in the last bit; over 30 steps at
+  lr 0.01 that stays below 1e-5 in every loss, and no prediction flips)."""
+  from xdistill_jax import config_files
+  from xdistill_jax.experiments import ntdh_kclass
+  from xdistill_jax.sweep import execute
+  from xdistill_jax.sweep.grid import Grid
+  config = config_files.load('ntdh_kclass')
+  config.overlaps, config.runs, config.num_examples, config.steps = (15, 0), 4, 300, 30
+  config.bayes_samples = 500
+  grid = Grid(ntdh_kclass.axes(config))
+  out = {}
+  for width in (1, 8):
+    runner = execute.make_runner(ntdh_kclass.make_setting_fn(config), jax.random.key(0),
+                                 grid.traced_settings(np.arange(1)), grid.size,
+                                 vmap_width=width)
+    index = np.arange(grid.size)
+    out[width] = runner(grid.key_index(index), grid.traced_settings(index))
+  for name, value in out[8].items():
+    np.testing.assert_allclose(out[1][name], value, rtol=1e-5, atol=1e-5, err_msg=name)
+  for name in ('teacher_acc', 'baseline_acc', 'kd_acc', 'bayes_floor_a', 'bayes_floor_b'):
+    np.testing.assert_array_equal(out[1][name], out[8][name], err_msg=name)

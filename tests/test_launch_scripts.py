@@ -2,7 +2,6 @@
 `srun`, `gcloud` on PATH that record what they receive (one file per call, NUL-separated
 arguments, so that arguments with spaces or newlines survive)."""
 
-import os
 import pathlib
 import stat
 import subprocess

@@ -365,3 +365,78 @@ def test_with_params_returns_the_same_metrics_and_the_trained_parameters(config_
 def test_experiments_without_parameters_say_so():
   from xdistill_jax.experiments import ntdh_feature_mask
   assert not ntdh_feature_mask.EXPERIMENT.saves_params
+
+
+def _toy_width_config(runs):
+  config = _toy_config(runs)
+  config.sweep.chunk_size = 8
+  return config
+
+
+def test_fastest_width_is_chosen_by_the_injected_timer():
+  setting_fn = lambda key, s: {'x': jax.random.uniform(key) * s['a']}
+  group = lambda width: (np.arange(width), {'a': np.ones(width, np.float32)})
+  durations = {2: 2.0, 4: 2.0, 8: 8.0}  # seconds per group: per setting 1, 0.5, 1
+  calls = []
+
+  def timer():  # each timed run of width w takes durations[w] (start, then end)
+    calls.append(len(calls))
+    return 0.0 if len(calls) % 2 else durations[sorted(durations)[(len(calls) - 1) // 2]]
+
+  seconds = execute.width_timer(setting_fn, jax.random.key(0), group, timer=timer, repeats=1)
+  width, timings = execute.fastest_width((8, 2, 4), seconds, clock=lambda: 0.0)
+  assert width == 4 and timings == {2: 1.0, 4: 0.5, 8: 1.0} and len(calls) == 6
+  # Ties go to the smaller width; the budget stops trying wider ones once spent.
+  assert execute.fastest_width((2, 4), lambda w: 1.0, clock=lambda: 0.0)[0] == 2
+  ticks = iter(range(100))
+  width, timings = execute.fastest_width((2, 4, 8), lambda w: 1.0 / w, budget_s=1.5,
+                                         clock=lambda: float(next(ticks)))
+  assert list(timings) == [2, 4] and width == 4
+
+
+def test_accelerator_width_is_measured_once_recorded_and_reused_on_resume(tmp_path, monkeypatch):
+  monkeypatch.setitem(experiments._MODULES, 'toy_divergence', __name__)
+  monkeypatch.setattr(runner, '_on_accelerator', lambda: True)  # the accelerator path, on CPU
+  monkeypatch.setattr(execute, 'WIDTH_CANDIDATES', (2, 4, 64))  # 64 capped at 32 // 4 = 8
+  measured = []
+  real_timer = execute.width_timer
+
+  def scripted(setting_fn, sweep_key, group, **kwargs):
+    seconds = real_timer(setting_fn, sweep_key, group, **kwargs)
+
+    def per_setting(width):
+      seconds(width)  # compiles and times one group of this width, for real
+      measured.append(width)
+      return {2: 3.0, 4: 1.0, 8: 2.0}[width]  # then the scripted timing decides
+    return per_setting
+  monkeypatch.setattr(execute, 'width_timer', scripted)
+  config = _toy_width_config(runs=32)
+  runner.run(config, tmp_path)
+  record = json.loads((tmp_path / 'config.json').read_text())
+  assert measured == [2, 4, 8] and record['resolved_vmap_width'] == 4
+  assert record['vmap_width_timings'] == {'2': 3.0, '4': 1.0, '8': 2.0}
+  rows = tables.read_csv(tmp_path / 'results.csv')
+  # A resume reuses the recorded width: it never measures again (and is never refused).
+  (tmp_path / 'results.csv').unlink()
+  for chunk in sorted((tmp_path / 'chunks').iterdir())[2:]:
+    chunk.unlink()
+  monkeypatch.setattr(execute, 'width_timer', lambda *a, **k: pytest.fail('measured again'))
+  runner.run(config, tmp_path)
+  _same_rows(rows, tables.read_csv(tmp_path / 'results.csv'))
+  config.sweep.vmap_width = 8
+  with pytest.raises(config_schema.ConfigError, match='resolved to 4, this run asks for 8'):
+    runner.run(config, tmp_path)
+
+
+def test_a_512_wide_group_runs_on_cpu_and_agrees_with_narrow_groups(tmp_path, monkeypatch):
+  monkeypatch.setitem(experiments._MODULES, 'toy_divergence', __name__)
+  config = _toy_config(runs=9)
+  config.sweep.vmap_width = 512  # an accelerator's width: 2 groups of 512, 9 settings real
+  runner.run(config, tmp_path / 'wide')
+  assert json.loads((tmp_path / 'wide' / 'config.json').read_text())[
+      'resolved_vmap_width'] == 512
+  config.sweep.vmap_width = 1
+  runner.run(config, tmp_path / 'narrow')
+  wide, narrow = (tables.read_parquet(tmp_path / d / 'results.parquet') for d in ('wide', 'narrow'))
+  assert len(wide['index']) == 9 and wide['diverged'].sum() == 1
+  _same_rows(wide, narrow)

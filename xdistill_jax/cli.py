@@ -22,12 +22,14 @@ from ml_collections import config_flags
 from xdistill_jax import config_schema
 from xdistill_jax.config_schema import ConfigError
 
-COMMANDS = ('run', 'plot', 'analyze')
-_USAGE = ('usage: xdistill {run,plot,analyze} [flags]\n'
+COMMANDS = ('run', 'plot', 'analyze', 'reproduce')
+_USAGE = ('usage: xdistill {run,plot,analyze,reproduce} [flags]\n'
           '  run      --config=configs/NAME.py --workdir=DIR [--config.FIELD=VALUE ...]\n'
           '  plot     --workdir=DIR   (rewrites results, summary and figures of a sweep)\n'
           '  analyze  --teacher=T.npy --student=S.npy --labels=Y.npy --workdir=DIR  '
-          '(theory for your own models; xdistill analyze --help)\n')
+          '(theory for your own models; xdistill analyze --help)\n'
+          '  reproduce [--claims=ID,...] [--workdir=DIR] [--quick]  (the papers\' claims as '
+          'tests; REPRODUCTION.md)\n')
 
 _HELP_FLAGS = {'-h', '--help', '-?', '--helpshort', '--helpfull', '--helpxml'}
 
@@ -45,6 +47,10 @@ _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process: 0 .. num_p
 _HEARTBEAT = flags.DEFINE_integer(
     'heartbeat_timeout', 30, 'Seconds after which a silent process counts as dead and every '
     'other process of a multi-process sweep stops with an error.')
+_CLAIMS = flags.DEFINE_string(
+    'claims', None, 'xdistill reproduce: comma-separated claim ids (default: every claim).')
+_QUICK = flags.DEFINE_bool(
+    'quick', False, 'xdistill reproduce: the reduced sweeps (docs/reproduction.md).')
 _SHARD = flags.DEFINE_string(
     'shard', None, 'I/N: run only shard I of N (contiguous blocks of settings) into --workdir, '
     'for job arrays; finalize later with xdistill plot.')
@@ -128,6 +134,10 @@ def _main(command: str):
   def main(argv):
     if len(argv) > 1:
       fail(f'unexpected arguments: {" ".join(argv[1:])} (flags are written --name=value)')
+    if command == 'reproduce':
+      _reproduce()
+    if _CLAIMS.value is not None or _QUICK.value:
+      fail(f'--claims and --quick apply to xdistill reproduce only (not xdistill {command})')
     if not _WORKDIR.value:
       fail(f'--workdir is required (xdistill {command} --workdir=DIR)')
     if command == 'run' and _CONFIG.value is None:
@@ -153,6 +163,23 @@ def _main(command: str):
     except ConfigError as error:
       fail(error)
   return main
+
+
+def _reproduce():
+  """`xdistill reproduce`: exit status 0 when every claim meets its registered expectation,
+  1 otherwise, 2 on a user error (before anything compiles)."""
+  if _SHARD.value is not None or _DISTRIBUTED.value or _COORDINATOR.value is not None:
+    fail('xdistill reproduce runs in one process (no --shard or multi-process flags)')
+  logging.set_verbosity(logging.WARNING)
+  from xdistill_jax.reproduce import run as reproduce  # imported after parsing
+  workdir = _WORKDIR.value or reproduce.DEFAULT_WORKDIR
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    fail(f'--workdir={workdir} is a file, not a directory')
+  ids = _CLAIMS.value.split(',') if _CLAIMS.value is not None else None
+  try:
+    sys.exit(reproduce.reproduce(workdir, ids, quick=_QUICK.value))
+  except ConfigError as error:
+    fail(error)
 
 
 def _shard(command: str) -> tuple[int, int]:

@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from xdistill_jax import models
+
 
 def fit(loss_fn: Callable, params, optimizer: optax.GradientTransformation, steps: int):
   """Minimises `loss_fn(params)` for `steps` full-batch optimizer steps.
@@ -26,6 +28,71 @@ def fit(loss_fn: Callable, params, optimizer: optax.GradientTransformation, step
 
   (params, _), _ = jax.lax.scan(step, (params, optimizer.init(params)), length=steps)
   return params, loss_fn(params)
+
+
+def fit_linear(problems, learning_rate: float, steps: int):
+  """Full-batch SGD of linear softmax models z = x W + b with their closed-form gradients.
+
+  A loss that reads the logits only has ∂L/∂W = xᵀG and ∂L/∂b = Σ_i G_i, G = ∂L/∂z, so no
+  autodiff graph enters the loop. Equals `fit(loss, params, optax.sgd(learning_rate), steps)`
+  up to float rounding; the models train together and do not interact.
+
+  Args:
+    problems: sequence of (logit_grad, x, (kernel, bias)): G = logit_grad(z) [n, K], inputs
+      x [n, d], initial kernel [d, K] and bias [K].
+    learning_rate: SGD step size.
+    steps: full-batch steps.
+
+  Returns:
+    The trained (kernel, bias) of every model, in order.
+  """
+  def step(layers, _):
+    out = []
+    for (logit_grad, x, _), (kernel, bias) in zip(problems, layers):
+      g = logit_grad(linear(x, kernel, bias))
+      step_k = kernel - learning_rate * linear_transpose(x, g)
+      step_b = bias - learning_rate * jnp.sum(g, 0)
+      out.append((step_k.astype(kernel.dtype), step_b.astype(bias.dtype)))  # as optax does
+    return tuple(out), None
+
+  layers, _ = jax.lax.scan(step, tuple(m[2] for m in problems), length=steps)
+  return list(layers)
+
+
+def linear(x, kernel, bias):
+  """x W + b as `models.TorchDense` computes it (column-wise on the CPU for narrow W)."""
+  if kernel.shape[-1] <= models.NARROW and models.cpu_forms():
+    return jnp.stack([x @ kernel[:, k] for k in range(kernel.shape[-1])], -1) + bias
+  return x @ kernel + bias
+
+
+def linear_transpose(x, g):
+  """xᵀG [d, K], the kernel gradient of `linear` (column-wise on the CPU for narrow G)."""
+  if g.shape[-1] <= models.NARROW and models.cpu_forms():
+    return jnp.stack([g[:, k] @ x for k in range(g.shape[-1])], -1)
+  return x.T @ g
+
+
+def _example_weights(n: int, weights=None):
+  """c_i = ∂ weighted_mean(v) / ∂v_i [n]: 1/n, or w_i / max(Σw, 1e-12)."""
+  if weights is None:
+    return jnp.full((n,), 1.0 / n)
+  return weights * (1.0 / jnp.maximum(jnp.sum(weights), 1e-12))
+
+
+def cross_entropy_grad(logits, labels, weights=None):
+  """∂ cross_entropy / ∂z = c_i (softmax(z_i) − onehot(y_i)) [n, K] (c: `_example_weights`)."""
+  c = _example_weights(logits.shape[0], weights)[:, None]
+  onehot = jnp.arange(logits.shape[-1]) == labels[..., None]
+  p = jnp.exp(jax.nn.log_softmax(logits, axis=-1))
+  return jnp.where(onehot, -c, 0.0) + p * c
+
+
+def kd_grad(logits, teacher_probs, temperature, weights=None):
+  """∂/∂z_s of weighted_mean(KL(p ‖ softmax(z_s/T))) = c_i (softmax(z_s/T)_i − p_i)/T [n, K],
+  p = softmax(z_t/T) the teacher's tempered probabilities (`losses.kd` without T²)."""
+  c = _example_weights(logits.shape[0], weights)[:, None] / temperature
+  return c * (jax.nn.softmax(logits / temperature, axis=-1) - teacher_probs)
 
 
 def cross_entropy(logits, labels, weights=None):

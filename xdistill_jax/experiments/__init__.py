@@ -12,6 +12,7 @@ _MODULES = {
     'ntdh_table1': 'xdistill_jax.experiments.ntdh_table1',
     'ntdh_feature_mask': 'xdistill_jax.experiments.ntdh_feature_mask',
     'cmcd': 'xdistill_jax.experiments.cmcd',
+    'cmcd_shift': 'xdistill_jax.experiments.cmcd_shift',
     'digits_overlap': 'xdistill_jax.experiments.digits_overlap',
     'paired': 'xdistill_jax.experiments.paired', 'digits_m': 'xdistill_jax.experiments.digits_m',
 }

@@ -1,6 +1,7 @@
 """The CMCD pipeline (docs/protocols.md §C) as pure, vmappable stages of one setting.
 
-1. `draw`: every sample of a setting from the exact-TV generator.
+1. `draw`: every sample of a setting, from the exact-TV generator or, given a shift ‖δ‖,
+   from the Gaussian-latent generator (`cmcd_latent.sample_gaussian_pairs`).
 2. `pretrain_source`: InfoNCE on two views of the source examples → encoder φ_A (then frozen).
 3. `train_targets`: one fused `training.fit` loop over a params dict holding, for every number of
    pairs M, a student encoder φ_B per distillation method (CMD, CMC, one-directional CMC, L2;
@@ -26,6 +27,9 @@ Design choices (documented in the config and the report):
   (and with it the C4 Rademacher term) is whatever that training produces.
 * Every student, the target-SSL and target-only encoders start from the same initial encoder
   parameters (the methods differ only in their objective: common random numbers).
+* The number of classes K changes shapes (class means, probe outputs), so the `num_classes`
+  axis is a Python loop (`class_configs`, `run_classes`): one copy of the pipeline per K in
+  the same compiled program, every K on the same key.
 """
 
 import functools
@@ -34,6 +38,7 @@ from typing import NamedTuple
 import jax
 import jax.flatten_util
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 
@@ -121,6 +126,17 @@ class Maps(NamedTuple):
   map_b: cmcd_latent.ObservationMap
 
 
+def class_configs(config) -> list[ml_collections.ConfigDict]:
+  """One config per K of the `num_classes` axis, each with the scalar `num_classes` = K that
+  the stages below read."""
+  out = []
+  for k in config.num_classes:
+    fields = config.to_dict()
+    fields['num_classes'] = int(k)
+    out.append(ml_collections.ConfigDict(fields))
+  return out
+
+
 def make_maps(config) -> Maps:
   """The sweep's fixed means and observation maps, from `config.map_seed` (not per setting)."""
   k_a, k_b = jax.random.split(jax.random.key(config.map_seed))
@@ -131,8 +147,26 @@ def make_maps(config) -> Maps:
               cmcd_latent.make_observation_map(k_b, latent, config.obs_dim_b))
 
 
-def draw(config, maps: Maps, key, epsilon) -> SettingData:
-  """Every sample one setting uses, from the exact-TV generator at gap ε (traced).
+def sample_latents(config, maps: Maps, key, n: int, epsilon, shift_norm=None):
+  """n latent pairs: the exact-TV generator (uniform balls of radius `latent_radius`) when
+  `shift_norm` is None, else `sample_gaussian_pairs` (σ = `latent_sigma`) at ‖δ‖ and ε."""
+  if shift_norm is None:
+    return cmcd_latent.sample_exact_tv(key, n, epsilon, maps.means, config.latent_radius)
+  return cmcd_latent.sample_gaussian_pairs(key, n, shift_norm, epsilon, maps.means,
+                                           config.latent_sigma)
+
+
+def bayes_floor(config, epsilon, gaussian: bool = False):
+  """Target Bayes error of the setting's generator (`sample_latents`): ε(1 − 1/K) for the
+  exact-TV balls, `cmcd_latent.gaussian_target_bayes_floor` for Gaussian latents."""
+  if not gaussian:
+    return bounds.exact_tv_latent_bayes_floor(epsilon, float(config.num_classes))
+  return cmcd_latent.gaussian_target_bayes_floor(epsilon, config.class_separation,
+                                                 config.latent_sigma, config.num_classes)
+
+
+def draw(config, maps: Maps, key, epsilon, shift_norm=None) -> SettingData:
+  """Every sample one setting uses, at gap ε (and shift ‖δ‖, if given; both may be traced).
 
   One draw of n_pretrain + max M + n_labelled + n_domain + n_test latent pairs, split in that
   order (the labelled block: the first max m train, the last n_validation validate), and one Gaussian block for the views' augmentation noise (few PRNG sites keep the
@@ -142,8 +176,7 @@ def draw(config, maps: Maps, key, epsilon) -> SettingData:
   gap = config.n_labelled - max(config.m_labelled) - config.n_validation  # unused labels
   sizes = (config.n_pretrain, max(config.num_pairs), max(config.m_labelled), gap,
            config.n_validation, config.n_domain, config.n_test)
-  lat = cmcd_latent.sample_exact_tv(k_latent, sum(sizes), epsilon, maps.means,
-                                    config.latent_radius)
+  lat = sample_latents(config, maps, k_latent, sum(sizes), epsilon, shift_norm)
   cuts = np.cumsum(sizes)[:-1]
   source, pairs, labelled, _, validation, domain, test = (
       cmcd_latent.LatentPairs(*parts) for parts in zip(*(jnp.split(a, cuts) for a in lat)))
@@ -396,13 +429,14 @@ def _error(logits, y, weights=None):
 
 
 def measure(config, data: SettingData, target_params, target_losses, head_params, phi_a_test,
-            epsilon, temps: Temperatures | None = None):
+            floor, temps: Temperatures | None = None):
   """Per (M, m, method) metrics; every leaf has leading dims [len(M), len(m), len(methods)].
 
-  Errors are on the coupled test pairs. NaN by definition: the C3 quantities and the TV
-  estimate (`DISTILL_ONLY`) for the baselines, whose predictor has no meaning on φ_A; the C4
-  inputs (`PROBE_ONLY`) for target-only, whose features were trained on the same m labels (the
-  Rademacher bound of a fixed feature map does not apply).
+  Errors are on the coupled test pairs; `floor` is the target Bayes error (`bayes_floor`).
+  NaN by definition: the C3 quantities and the TV estimate (`DISTILL_ONLY`) for the baselines,
+  whose predictor has no meaning on φ_A; the C4 inputs (`PROBE_ONLY`) for target-only, whose
+  features were trained on the same m labels (the Rademacher bound of a fixed feature map does
+  not apply).
   """
   test, lab, masks = data.test, data.labelled, label_masks(config)
   n_m = len(config.m_labelled)
@@ -412,9 +446,9 @@ def measure(config, data: SettingData, target_params, target_losses, head_params
   source_probe_err = jax.vmap(lambda g: _error(probe.apply(g, phi_a_test), test.y))(
       head_params['source_probe'])
   shared = {
-      'bayes_floor': bounds.exact_tv_latent_bayes_floor(epsilon, float(config.num_classes)),
+      'bayes_floor': floor,
       'broken_fraction': jnp.mean(test.broken.astype(jnp.float32)),
-      'num_classes': config.num_classes, 'margin_rho': config.margin_rho,
+      'margin_rho': config.margin_rho,
       'confidence_delta': config.delta, 'n_test': config.n_test,
   }
   temps = default_temperatures(config) if temps is None else temps
@@ -492,26 +526,36 @@ def measure(config, data: SettingData, target_params, target_losses, head_params
   return jax.tree.map(lambda *leaves: jnp.stack(leaves), *grid)  # [n_M, n_m, methods]
 
 
-def run_profile(config, key, data: SettingData, epsilon, temps: Temperatures):
-  """Stages 2–5 of one setting at one temperature profile: (metrics, trained params)."""
+def run_profile(config, key, data: SettingData, floor, temps: Temperatures):
+  """Stages 2–5 of one setting at one temperature profile: (metrics, trained params);
+  `floor` is the target Bayes error reported beside them."""
   _, k_source, k_target, k_heads = jax.random.split(key, 4)
   source_params = pretrain_source(config, k_source, data.source_views, temps=temps)
   teacher_features = jax.lax.stop_gradient(features(config, source_params, data.pairs.x_a))
   target_params, target_losses = train_targets(config, k_target, data, teacher_features, temps)
   head_params = train_heads(config, k_heads, data, source_params, target_params)
   metrics = measure(config, data, target_params, target_losses, head_params,
-                    features(config, source_params, data.test.x_a), epsilon, temps)
+                    features(config, source_params, data.test.x_a), floor, temps)
   return metrics, {'source': source_params, 'target': target_params, 'heads': head_params}
 
 
-def run_profiles(config, key, data: SettingData, epsilon):
+def run_profiles(config, key, data: SettingData, floor):
   """`run_profile` vmapped over `temperature_profiles` (the `temperature` inner axis, leading
   dimension of every output). Every profile sees the same data and initialisations."""
-  return jax.vmap(lambda t: run_profile(config, key, data, epsilon, t))(
+  return jax.vmap(lambda t: run_profile(config, key, data, floor, t))(
       temperature_profiles(config))
 
 
-def run_setting(config, maps: Maps, key, epsilon):
-  """One setting end to end: (metrics, trained params), both stacked over the profiles."""
-  data = draw(config, maps, jax.random.split(key, 4)[0], epsilon)
-  return run_profiles(config, key, data, epsilon)
+def run_setting(config, maps: Maps, key, epsilon, shift_norm=None):
+  """One setting at one K end to end: (metrics, trained params), both stacked over the
+  profiles. `shift_norm` None: the exact-TV generator; else Gaussian latents (`draw`)."""
+  data = draw(config, maps, jax.random.split(key, 4)[0], epsilon, shift_norm)
+  return run_profiles(config, key, data, bayes_floor(config, epsilon, shift_norm is not None))
+
+
+def run_classes(classes, key, epsilon, shift_norm=None):
+  """`run_setting` for every (config, maps) of `classes` (one per K, `class_configs`), on the
+  same key: metrics stacked over K (the leading `num_classes` axis), params by 'K<k>'."""
+  runs = [run_setting(c, maps, key, epsilon, shift_norm) for c, maps in classes]
+  metrics = jax.tree.map(lambda *leaves: jnp.stack(leaves), *(m for m, _ in runs))
+  return metrics, {f'K{c.num_classes}': p for (c, _), (_, p) in zip(classes, runs)}

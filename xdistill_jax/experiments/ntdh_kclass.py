@@ -19,6 +19,8 @@ Monte Carlo Bayes floors of both modalities (N3), and the columns of the registe
 N1, N2, N3. γ = o / t (t = 20 teacher features).
 """
 
+import importlib.util
+
 import jax
 import jax.numpy as jnp
 import matplotlib
@@ -46,6 +48,13 @@ PROTOCOL_FIELDS = (
     'steps', 'learning_rate', 'temperature', 'bayes_samples',
 )
 FIELDS = PROTOCOL_FIELDS + ('ce_weight', 'kd_weight', 'moments')
+
+
+def accelerator_installed() -> bool:
+  """Whether a JAX accelerator plugin is installed (the plugins `cli.configure_jax` checks),
+  answered without starting a backend: configs read it (`configs/ntdh_kclass.s_vmap_width`)."""
+  return any(importlib.util.find_spec(name) for name in (
+      'jax_cuda12_plugin', 'jax_cuda13_plugin', 'jax_rocm60_plugin', 'libtpu'))
 
 
 def validate_protocol(config, prefix: str = '') -> None:
@@ -122,11 +131,13 @@ def bayes_floors(pc, key, clusters, overlap) -> dict:
   """Monte Carlo N3 floors (and standard errors) of modalities a and b; {} if disabled."""
   if not pc.bayes_samples:
     return {}
-  out = {}
-  for name, observed, k in zip('ab', observed_features(pc, overlap), jax.random.split(key)):
-    est, se = kclass.bayes_floor(k, clusters, observed, pc.bayes_samples, pc.flip_y)
-    out |= {f'bayes_floor_{name}': est, f'bayes_floor_{name}_se': se}
-  return out
+  # Both modalities in one vmapped program (one copy to compile); modality m draws from
+  # split(key)[m] as before, so the estimates do not change.
+  floor = lambda k, observed: kclass.bayes_floor(k, clusters, observed, pc.bayes_samples,
+                                                 pc.flip_y)
+  est, se = jax.vmap(floor)(jax.random.split(key), jnp.stack(observed_features(pc, overlap)))
+  return {f'bayes_floor_{name}{suffix}': v[i] for i, name in enumerate('ab')
+          for suffix, v in (('', est), ('_se', se))}
 
 
 def train_teacher_and_baseline(net, pc, train, teacher_init, student_init):

@@ -12,7 +12,9 @@ Two latent families, both observed through fixed random injective maps:
   z_B = [z + δ, 0] with δ = ‖δ‖·v for a fixed unit vector v. Every class conditional is shifted
   by the same δ, so TV((z_A, y), (z_B, y)) = 2Φ(‖δ‖/(2σ)) − 1 (`divergences.gaussian_tv`), and the
   Bayes error of both modalities is that of the unshifted mixture,
-  1 − E_g[Φ(s/σ + g)^(K−1)] (:func:`gaussian_bayes_floor`).
+  1 − E_g[Φ(s/σ + g)^(K−1)] (:func:`gaussian_bayes_floor`). Its counterpart on the same
+  Gaussian latents, the broken correspondence at probability ε (TV = ε), is drawn by the same
+  :func:`sample_gaussian_pairs`, so the two kinds of gap can be compared at equal TV.
 
 Observations x = f(z) = ψ(z W + b): W has orthonormal rows (a full-column-rank linear map of
 the (d+1)-dimensional latent into R^D, D > d), ψ(t) = t + ½·tanh(t) elementwise (strictly
@@ -110,29 +112,45 @@ def shift_for_tv(tv, sigma):
   return 2.0 * jnp.sqrt(2.0) * sigma * jax.scipy.special.erfinv(jnp.asarray(tv, jnp.float32))
 
 
-def sample_gaussian_shift(key, n: int, shift_norm, means: jax.Array, sigma: float,
+def sample_gaussian_pairs(key, n: int, shift_norm, epsilon, means: jax.Array, sigma: float,
                           direction: jax.Array | None = None) -> LatentPairs:
-  """n coupled latent pairs of the Gaussian-shift family (theory.md C1, alignable gap).
+  """n coupled latent pairs with Gaussian class conditionals and both kinds of gap.
+
+  z = μ_y + σ·g. Intact pairs (probability 1 − ε) are shifted, z_B = [z + δ, 0], δ = ‖δ‖·v;
+  broken ones are z_B = [ξ, 1], ξ an independent draw of the same mixture. With ε = 0 this is
+  the Gaussian-shift family, TV = 2Φ(‖δ‖/(2σ)) − 1 (an alignable gap); with ‖δ‖ = 0 the
+  broken-correspondence family on Gaussian latents, TV = ε (nothing can undo it). Target Bayes
+  error: :func:`gaussian_target_bayes_floor`. Two PRNG draws, like :func:`sample_exact_tv`.
 
   Args:
     key: typed PRNG key.
     n: number of pairs.
-    shift_norm: ‖δ‖ (may be traced); TV = `divergences.gaussian_tv(shift_norm, sigma)`.
+    shift_norm: ‖δ‖ (may be traced).
+    epsilon: probability of a broken correspondence, in [0, 1] (may be traced).
     means: [K, d] class means.
     sigma: class-conditional standard deviation σ.
     direction: [d] unit vector v of the shift; default the last latent axis.
-
-  Returns:
-    `LatentPairs` with z_B = z_A + [δ, 0] and `broken` all False.
   """
-  k_y, k_g = jax.random.split(key)
-  d = means.shape[1]
+  k_g, k_u = jax.random.split(key)
+  num_classes, d = means.shape
   direction = jnp.eye(d)[-1] if direction is None else direction
-  y = _class(jax.random.uniform(k_y, (n,)), means.shape[0])
-  z = means[y] + sigma * jax.random.normal(k_g, (n, d))
-  z_a = _with_flag(z, 0.0)
-  z_b = _with_flag(z + shift_norm * direction, 0.0)
-  return LatentPairs(z_a, z_b, y, jnp.zeros((n,), bool))
+  g = jax.random.normal(k_g, (2, n, d))  # noise of z and of the independent ξ
+  u = jax.random.uniform(k_u, (3, n))  # classes of z and ξ, the broken flag
+  y, y_xi = _class(u[0], num_classes), _class(u[1], num_classes)
+  z = means[y] + sigma * g[0]
+  xi = means[y_xi] + sigma * g[1]
+  broken = u[2] < epsilon
+  shifted = _with_flag(z + shift_norm * direction, 0.0)
+  z_b = jnp.where(broken[:, None], _with_flag(xi, 1.0), shifted)
+  return LatentPairs(_with_flag(z, 0.0), z_b, y, broken)
+
+
+def sample_gaussian_shift(key, n: int, shift_norm, means: jax.Array, sigma: float,
+                          direction: jax.Array | None = None) -> LatentPairs:
+  """n coupled latent pairs of the Gaussian-shift family (theory.md C1, alignable gap):
+  :func:`sample_gaussian_pairs` at ε = 0, so z_B = z_A + [δ, 0] and `broken` is all False;
+  TV = `divergences.gaussian_tv(shift_norm, sigma)`."""
+  return sample_gaussian_pairs(key, n, shift_norm, 0.0, means, sigma, direction)
 
 
 def gaussian_bayes_floor(separation, sigma, num_classes: int, nodes: int = 96):
@@ -147,6 +165,17 @@ def gaussian_bayes_floor(separation, sigma, num_classes: int, nodes: int = 96):
   w = w / np.sqrt(2.0 * np.pi)
   inner = norm.cdf(jnp.asarray(separation) / sigma + jnp.asarray(x, jnp.float32))
   return 1.0 - jnp.sum(jnp.asarray(w, jnp.float32) * inner ** (num_classes - 1))
+
+
+def gaussian_target_bayes_floor(epsilon, separation, sigma, num_classes: int):
+  """Target Bayes error of :func:`sample_gaussian_pairs`: (1 − ε)·floor + ε(1 − 1/K).
+
+  Unflagged targets are the mixture shifted by a known δ (Bayes error `gaussian_bayes_floor`);
+  on a flagged target ξ is independent of y, so every rule errs with probability 1 − 1/K.
+  The shift does not enter.
+  """
+  floor = gaussian_bayes_floor(separation, sigma, num_classes)
+  return (1.0 - epsilon) * floor + epsilon * (1.0 - 1.0 / num_classes)
 
 
 def _psi(t):

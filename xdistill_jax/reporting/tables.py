@@ -31,26 +31,101 @@ def atomic_write_text(path: pathlib.Path, text: str) -> None:
 
 
 def write_csv(path, table: Table) -> None:
-  """Writes `table` as CSV (atomically, row by row: memory stays flat), full float precision."""
-  path = pathlib.Path(path)
-  tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
-  names = list(table)
-  formats = [_formatter(np.asarray(table[name])) for name in names]
-  columns = [np.asarray(table[name]) for name in names]
-  with open(tmp, 'w', newline='') as f:
-    writer = csv.writer(f, lineterminator='\n')
-    writer.writerow(names)
-    for i in range(len(columns[0]) if columns else 0):
-      writer.writerow([fmt(column[i]) for fmt, column in zip(formats, columns)])
-  os.replace(tmp, path)
+  """Writes `table` as CSV (atomically), full float precision."""
+  with CsvWriter(path) as writer:
+    writer.write(table)
 
 
-def _formatter(column: np.ndarray):
+class _AtomicFile:
+  """A file written under a temporary name and renamed into place by `close` (so readers
+  never see a partial file); leaving its `with` block through an error removes it."""
+
+  def __init__(self, path):
+    self.path = pathlib.Path(path)
+    self.tmp = self.path.with_name(f'.{self.path.name}.tmp{os.getpid()}')
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, kind, *_):
+    if kind is None:
+      self.close()
+    else:
+      self._release()
+      self.tmp.unlink(missing_ok=True)
+
+  def close(self) -> None:
+    self._release()
+    os.replace(self.tmp, self.path)
+
+
+class CsvWriter(_AtomicFile):
+  """Writes a CSV table batch by batch (`write(table)` appends rows; the first batch gives
+  the header), so memory holds one batch, never the whole table. Floats keep full precision
+  (`repr`), booleans are written 0/1."""
+
+  def __init__(self, path):
+    super().__init__(path)
+    self.file, self.writer, self.names = open(self.tmp, 'w', newline=''), None, None
+
+  def write(self, table: Table) -> None:
+    if self.writer is None:
+      self.names = list(table)
+      self.writer = csv.writer(self.file, lineterminator='\n')
+      self.writer.writerow(self.names)
+    self.writer.writerows(zip(*(_formatted(np.asarray(table[n])) for n in self.names)))
+
+  def _release(self) -> None:
+    if self.writer is None:  # no batch: an empty table still gets its (empty) header line
+      self.file.write('\n')
+      self.writer = True
+    self.file.close()
+
+
+def _formatted(column: np.ndarray) -> list[str]:
   if column.dtype == bool:
-    return lambda v: str(int(v))
+    return ['1' if v else '0' for v in column.tolist()]
   if column.dtype.kind in 'iuUS':
-    return str
-  return lambda v: repr(float(v))
+    return [str(v) for v in column.tolist()]
+  return [repr(v) for v in column.astype(np.float64).tolist()]
+
+
+class ParquetWriter(_AtomicFile):
+  """Writes an Apache Parquet file batch by batch: each `write(table)` is one row group (the
+  first batch fixes the schema; later ones are cast to it). Columns keep their dtypes."""
+
+  def __init__(self, path):
+    super().__init__(path)
+    self.writer = None
+
+  def write(self, table: Table) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    batch = pa.table({name: np.asarray(column) for name, column in table.items()})
+    if self.writer is None:
+      self.writer = pq.ParquetWriter(self.tmp, batch.schema)
+    self.writer.write_table(batch.cast(self.writer.schema))
+
+  def close(self) -> None:
+    if self.writer is None:
+      raise ValueError(f'{self.path}: no batch was written, so there is no schema')
+    super().close()
+
+  def _release(self) -> None:
+    if self.writer is not None:
+      self.writer.close()
+
+
+def read_parquet(path) -> Table:
+  """Reads a Parquet file (e.g. results.parquet) into a column table of NumPy arrays
+  (strings as `str` arrays, like `read_csv`)."""
+  import pyarrow.parquet as pq
+  arrow = pq.read_table(path)
+  out = {}
+  for name in arrow.column_names:
+    values = arrow.column(name).to_numpy()
+    out[name] = np.array(values.tolist(), str) if values.dtype == object else values
+  return out
 
 
 def read_csv(path) -> Table:
@@ -77,29 +152,77 @@ def select(table: Table, rows: np.ndarray) -> Table:
 def summarize(table: Table, group_by: tuple[str, ...], exclude=()) -> Table:
   """Per group of `group_by` values: mean, std (ddof = 1) and count of every other column.
 
-  NaN entries are left out of each column's statistics (and of its count).
+  NaN entries are left out of each column's statistics (and of its count). Groups come in
+  order of first appearance (the sweep's axis order).
   """
-  keys = list(zip(*(np.asarray(table[g]).tolist() for g in group_by)))
-  groups = list(dict.fromkeys(keys))  # first-appearance order = the sweep's axis order
-  position = {key: i for i, key in enumerate(groups)}
-  inverse = np.array([position[key] for key in keys])
-  summary = {g: np.array([key[j] for key in groups]) for j, g in enumerate(group_by)}
-  for name, column in table.items():
-    if name in group_by or name in exclude or np.asarray(column).dtype.kind in 'US':
-      continue
-    column = np.asarray(column, np.float64)
-    stats = [_stats(column[inverse == i]) for i in range(len(groups))]
-    summary[name + '_mean'], summary[name + '_std'], summary[name + '_count'] = (
-        np.array(s) for s in zip(*stats))
-  return summary
+  summary = GroupSummary(group_by, exclude)
+  summary.add(table)
+  return summary.result()
 
 
-def _stats(values):
-  values = values[~np.isnan(values)]
-  n = len(values)
-  if n == 0:
-    return np.nan, np.nan, 0
-  return values.mean(), (values.std(ddof=1) if n > 1 else np.nan), n
+class GroupSummary:
+  """`summarize` over a table given batch by batch (`add`), in memory independent of its
+  length: per group and column the count, mean and sum of squared deviations, merged across
+  batches exactly (Chan, Golub and LeVeque's pairwise update), so `result()` equals
+  `summarize` of the concatenated batches to float rounding."""
+
+  def __init__(self, group_by: tuple[str, ...], exclude=()):
+    self.group_by, self.exclude = tuple(group_by), set(exclude)
+    self.position: dict[tuple, int] = {}
+    self.stats: dict[str, list[np.ndarray]] = {}  # column -> [count, mean, m2] per group
+
+  def add(self, table: Table) -> None:
+    if not self.group_by:  # no groups, no statistics (as `summarize`)
+      return
+    keys = zip(*(np.asarray(table[g]).tolist() for g in self.group_by))
+    group = np.fromiter((self.position.setdefault(k, len(self.position)) for k in keys),
+                        np.int64, len(np.asarray(table[self.group_by[0]])))
+    size = len(self.position)
+    for name, column in table.items():
+      column = np.asarray(column)
+      if name in self.group_by or name in self.exclude or column.dtype.kind in 'US':
+        continue
+      self.stats[name] = _merge(self.stats.get(name), _batch_stats(group, column, size), size)
+
+  def result(self) -> Table:
+    groups = list(self.position)
+    summary = {g: np.array([key[j] for key in groups]) for j, g in enumerate(self.group_by)}
+    for name, (count, mean, m2) in self.stats.items():
+      with np.errstate(invalid='ignore', divide='ignore'):
+        summary[name + '_mean'] = np.where(count > 0, mean, np.nan)
+        summary[name + '_std'] = np.where(count > 1, np.sqrt(m2 / (count - 1)), np.nan)
+      summary[name + '_count'] = count.astype(np.int64)
+    return summary
+
+
+def _batch_stats(group, column, size):
+  """[count, mean, m2] per group of one batch, NaN entries left out (two-pass within it)."""
+  values = np.asarray(column, np.float64)
+  keep = ~np.isnan(values)
+  group, values = group[keep], values[keep]
+  count = np.bincount(group, minlength=size).astype(np.float64)
+  with np.errstate(invalid='ignore', divide='ignore'):  # inf values: mean inf, m2 NaN
+    mean = np.bincount(group, values, size) / count
+    m2 = np.bincount(group, (values - mean[group]) ** 2, size)
+  return [count, np.where(count > 0, mean, 0.0), m2]
+
+
+def _merge(a, b, size):
+  """Pooled [count, mean, m2] of two disjoint parts (groups new in `b` are appended)."""
+  if a is None:
+    return b
+  a = [np.concatenate([x, np.zeros(size - len(x))]) for x in a]
+  (na, ma, sa), (nb, mb, sb) = a, b
+  n = na + nb
+  share = np.divide(nb, n, out=np.zeros(size), where=n > 0)
+  with np.errstate(invalid='ignore'):  # only where both parts hold values (inf stays inf)
+    delta = mb - ma
+    both = (na > 0) & (nb > 0)
+    pooled = np.where(np.isfinite(ma) & np.isfinite(mb), ma + delta * share,
+                      (ma * na + mb * nb) / np.maximum(n, 1))  # inf and NaN propagate
+    mean = np.where(both, pooled, np.where(nb > 0, mb, ma))
+    m2 = sa + sb + np.where(both, delta * delta * na * share, 0.0)
+  return [n, mean, m2]
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:

@@ -9,6 +9,8 @@ padded so that a sweep compiles once.
 """
 
 import dataclasses
+import math
+import time
 
 import jax
 import numpy as np
@@ -18,6 +20,9 @@ from jax.sharding import NamedSharding, PartitionSpec
 AXIS = 'settings'
 # Largest automatic chunk: bounds the work lost to an interruption and keeps progress moving.
 MAX_AUTO_CHUNK = 4096
+CPU_VMAP_WIDTH = 8  # settings per group on a CPU: a group's data stays in cache
+# Widths timed on an accelerator when a sweep starts (`fastest_width`, `runner.vmap_width`).
+WIDTH_CANDIDATES = (128, 512, 2048)
 
 
 @dataclasses.dataclass
@@ -67,13 +72,47 @@ def _compile(setting_fn, sweep_key, example_settings, chunk_size, sharding, vmap
 
 
 def default_vmap_width() -> int:
-  """Settings vmapped together per device: 8 on a CPU (cache-sized), 512 on accelerators.
+  """Settings vmapped together per device when none is given: `CPU_VMAP_WIDTH` on a CPU, 512
+  on accelerators (a sweep measures its width instead: `runner.vmap_width`).
 
   A fixed width makes results bit-identical whatever the chunk size and device count: every
   group of settings runs through the same batched program. Other widths change results at
   float-rounding level only (batched reductions may sum in another order).
   """
-  return 8 if jax.default_backend() == 'cpu' else 512
+  return CPU_VMAP_WIDTH if jax.default_backend() == 'cpu' else 512
+
+
+def width_timer(setting_fn, sweep_key, group, timer=time.perf_counter, repeats: int = 2):
+  """`width -> seconds per setting` of one group of `width` settings vmapped on one local
+  device: the group's program is compiled and run once, then the best of `repeats` runs is
+  timed with `timer`. `group(width)` gives the group's (key_index, traced settings)."""
+  device = jax.local_devices()[0]
+
+  def seconds(width: int) -> float:
+    key_index, settings = group(width)
+    fn = jax.jit(jax.vmap(lambda i, s: setting_fn(jax.random.fold_in(sweep_key, i), s)))
+    args = jax.device_put((np.asarray(key_index), settings), device)
+    jax.block_until_ready(fn(*args))
+    best = math.inf
+    for _ in range(repeats):
+      start = timer()
+      jax.block_until_ready(fn(*args))
+      best = min(best, timer() - start)
+    return best / width
+  return seconds
+
+
+def fastest_width(candidates, seconds_per_setting, budget_s: float = 10.0,
+                  clock=time.perf_counter) -> tuple[int, dict[int, float]]:
+  """The candidate width with the least `seconds_per_setting(width)` (the smaller on ties),
+  and the timings. Candidates are tried in increasing order and trying stops once `budget_s`
+  (by `clock`, compilation included) is spent, so start-up stays within seconds."""
+  start, timings = clock(), {}
+  for width in sorted(set(candidates)):
+    timings[width] = float(seconds_per_setting(width))
+    if clock() - start > budget_s:
+      break
+  return min(timings, key=lambda w: (timings[w], w)), timings
 
 
 def _bytes(compiled) -> float:

@@ -1,11 +1,15 @@
 """Runs a sweep end to end: validate, plan, execute chunks with resume, write results.
 
 `run(config, workdir)` is what `xdistill run` calls; `finalize(workdir)` (also behind
-`xdistill plot`) turns whatever chunks are committed into results.csv, summary.csv,
-bounds.json and the figures, so it works on a finished or a partial sweep alike.
+`xdistill plot`) turns whatever chunks are committed into results.parquet (and results.csv),
+summary.csv, bounds.json and the figures, streaming over the chunks, so it works on a
+finished or a partial sweep alike and in memory that does not grow with the sweep.
 """
 
+import contextlib
+import functools
 import json
+import math
 import os
 import pathlib
 import platform
@@ -75,22 +79,29 @@ def _results_config(config) -> dict:
   return resolved
 
 
-def _write_config(workdir: pathlib.Path, config, grid: Grid) -> None:
-  """Creates config.json, or checks that a resumed sweep has the same results config and the
-  same resolved `sweep.vmap_width` (the width changes rounding, `execute.default_vmap_width`).
+def _write_config(workdir: pathlib.Path, config, grid: Grid, measure=None) -> int:
+  """Creates config.json, or checks that a resumed sweep has the same results config; returns
+  the resolved `sweep.vmap_width` (the width changes rounding, `execute.default_vmap_width`).
+
+  A new sweep resolves the width (`vmap_width`, which times candidates with `measure` on an
+  accelerator) and records it; a resumed sweep with the automatic width (-1) reuses the
+  recorded one, never measuring again, and an explicit width must equal it.
 
   The file is created atomically and only if absent (a hard link of a complete temporary
   file), so that of several shards starting at once into one workdir exactly one writes it and
-  every other checks against it: shards of different configs are refused."""
+  every other checks against it (and adopts its width): shards of different configs are
+  refused."""
   path = workdir / 'config.json'
-  width = vmap_width(config, grid)
-  record = {'config': json.loads(config.to_json_best_effort()),
-            'results_config': json.loads(json.dumps(_results_config(config), default=str)),
-            'resolved_vmap_width': width,
-            'library_version': xdistill_jax.__version__, 'jax_version': jax.__version__,
-            'python': platform.python_version(), 'backend': jax.default_backend(),
-            'devices': [str(d) for d in jax.devices()], 'num_settings': grid.size}
+  automatic = config.sweep.vmap_width < 0
   if not path.exists():
+    width, timings = _resolve_width(config, grid, measure)
+    record = {'config': json.loads(config.to_json_best_effort()),
+              'results_config': json.loads(json.dumps(_results_config(config), default=str)),
+              'resolved_vmap_width': width,
+              'vmap_width_timings': {str(w): t for w, t in timings.items()},
+              'library_version': xdistill_jax.__version__, 'jax_version': jax.__version__,
+              'python': platform.python_version(), 'backend': jax.default_backend(),
+              'devices': [str(d) for d in jax.devices()], 'num_settings': grid.size}
     tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
     tmp.write_text(json.dumps(record, indent=2, default=str) + '\n')
     try:
@@ -100,17 +111,29 @@ def _write_config(workdir: pathlib.Path, config, grid: Grid) -> None:
     finally:
       tmp.unlink()
   previous = _read_record(workdir)
-  if previous.get('results_config') != record['results_config']:
+  results_config = json.loads(json.dumps(_results_config(config), default=str))
+  if previous.get('results_config') != results_config:
     raise config_schema.ConfigError(
         f'{workdir} holds a sweep with a different config; resume it with the same config '
         f'(execution fields {", ".join(base.EXECUTION_FIELDS)} may differ) or use a new '
         f'--workdir.')
-  before = previous.get('resolved_vmap_width', width)
-  if before != width:
+  before = previous.get('resolved_vmap_width')
+  if before is None:  # a record without it: the rule of the CPU
+    before = vmap_width(config, grid)
+  if not automatic and config.sweep.vmap_width != before:
     raise config_schema.ConfigError(
-        f'{workdir} was run with sweep.vmap_width resolved to {before}, this run resolves it '
-        f'to {width} ({jax.default_backend()}), and the width changes rounding; resume with '
-        f'--config.sweep.vmap_width={before} or use a new --workdir.')
+        f'{workdir} was run with sweep.vmap_width resolved to {before}, this run asks for '
+        f'{config.sweep.vmap_width}, and the width changes rounding; resume with '
+        f'--config.sweep.vmap_width={before} (or -1, which reuses it) or use a new --workdir.')
+  return int(before)
+
+
+def check_workdir(config: ml_collections.ConfigDict, workdir) -> None:
+  """What `run` checks first, without compiling or writing: validates `config` and refuses a
+  `workdir` that holds another config's sweep (`ConfigError`, as `run` would)."""
+  _, grid = prepare(config)
+  if (pathlib.Path(workdir) / 'config.json').exists():
+    _write_config(pathlib.Path(workdir), config, grid)  # exists: checks, never writes
 
 
 def _read_record(workdir) -> dict:
@@ -162,17 +185,21 @@ def run(config: ml_collections.ConfigDict, workdir, shard: tuple[int, int] = (0,
   refusal = None
   store = store_lib.ChunkStore(workdir / 'chunks')
   done = np.zeros(grid.size, bool)
+  width = -1
   if lead:
     try:
       workdir.mkdir(parents=True, exist_ok=True)
-      _write_config(workdir, config, grid)
+      width = _write_config(workdir, config, grid, width_measure(
+          lambda: experiment.make_setting_fn(config), config.seed, grid))
       done[store.done()] = True
     except config_schema.ConfigError as error:
       refusal = error
   many = jax.process_count() > 1
   try:
     if many:  # every process learns process 0's verdict and plan
-      refused, done = _from_process_0((np.array(refusal is not None), done))
+      refused, done, width = _from_process_0((np.array(refusal is not None), done,
+                                              np.array(width)))
+      width = int(width)
       if refused and refusal is None:
         raise config_schema.ConfigError(
             f'process 0 refused --workdir={workdir} (its message says why).')
@@ -185,7 +212,7 @@ def run(config: ml_collections.ConfigDict, workdir, shard: tuple[int, int] = (0,
     if len(todo) < end - begin:
       _log(f'resuming: {end - begin - len(todo)} of {end - begin} {scope} already committed')
     if len(todo):
-      _execute(experiment, config, grid, store, todo, workdir / 'params', write=lead)
+      _execute(experiment, config, grid, store, todo, workdir / 'params', width, write=lead)
     if many:
       # Every chunk is committed: leave the cluster together now, so that no process waits at
       # jax's exit-time shutdown barrier while process 0 writes the results (which may take
@@ -217,17 +244,54 @@ def _from_process_0(tree):
   return jax.tree.map(np.asarray, multihost_utils.broadcast_one_to_all(tree))
 
 
-def vmap_width(config, grid) -> int:
-  """`sweep.vmap_width`, or by default the backend's width capped at a quarter of the sweep
-  (so small sweeps are not padded to many idle settings). It depends on the sweep alone, never
-  on the device count or on what a resumed run has left, so results stay bit-identical."""
+def vmap_width(config, grid, measure=None) -> int:
+  """`sweep.vmap_width` as a new sweep resolves it (`_resolve_width`)."""
+  return _resolve_width(config, grid, measure)[0]
+
+
+def _resolve_width(config, grid, measure=None) -> tuple[int, dict]:
+  """(`sweep.vmap_width`, timings): the given width; by default on a CPU (`measure` None)
+  `execute.CPU_VMAP_WIDTH`, on an accelerator the fastest of `execute.WIDTH_CANDIDATES` timed
+  by `measure` (width -> seconds per setting, `execute.width_timer`), every candidate capped
+  at a quarter of the sweep (so small sweeps are not padded to many idle settings). It never
+  depends on the device count or on what a resumed run has left (a resume reuses the recorded
+  width), so results stay bit-identical."""
   if config.sweep.vmap_width >= 0:
-    return config.sweep.vmap_width
-  return min(execute.default_vmap_width(), max(1, grid.size // 4))
+    return config.sweep.vmap_width, {}
+  return automatic_width(grid, measure)
 
 
-def _execute(experiment, config, grid, store, todo, params_dir, write=True):
-  """Runs the settings `todo` chunk by chunk, committing each (when `write`: process 0). With
+def automatic_width(grid, measure=None) -> tuple[int, dict]:
+  """The automatic vmap width of `grid` and the timings it was chosen by (see
+  `_resolve_width`)."""
+  cap = max(1, grid.size // 4)
+  if measure is None:
+    return min(execute.CPU_VMAP_WIDTH, cap), {}
+  candidates = {min(width, cap) for width in execute.WIDTH_CANDIDATES}
+  if len(candidates) == 1:
+    return candidates.pop(), {}
+  return execute.fastest_width(candidates, measure)
+
+
+def _on_accelerator() -> bool:
+  return jax.default_backend() != 'cpu'
+
+
+def width_measure(make_setting_fn, seed: int, grid):
+  """On an accelerator, `execute.width_timer` of `make_setting_fn()` on groups of the sweep's
+  first settings; None (the CPU rule) on a CPU."""
+  if not _on_accelerator():
+    return None
+  group = lambda width: (grid.key_index(np.arange(width) % grid.size),
+                         grid.traced_settings(np.arange(width) % grid.size))
+  timer = functools.cache(  # built on first use: a resumed sweep never builds it
+      lambda: execute.width_timer(make_setting_fn(), jax.random.key(seed), group))
+  return lambda width: timer()(width)
+
+
+def _execute(experiment, config, grid, store, todo, params_dir, width, write=True):
+  """Runs the settings `todo` chunk by chunk in groups of `width` settings, committing each
+  chunk (when `write`: process 0). With
   `sweep.save_params` the compiled program also returns every setting's trained parameters,
   and those of the selected settings are saved (before their chunk commits, so a resume never
   skips them)."""
@@ -240,7 +304,7 @@ def _execute(experiment, config, grid, store, todo, params_dir, write=True):
       setting_fn, sweep_key, grid.traced_settings(todo[:1]),
       num_settings=len(todo), chunk_size=config.sweep.chunk_size,
       memory_budget_bytes=config.sweep.memory_budget_gb * 2**30,
-      vmap_width=vmap_width(config, grid))
+      vmap_width=width)
   _log(f'{experiment.name}: {grid.size} settings, chunks of {runner.chunk_size} on '
        f'{jax.device_count()} {jax.default_backend()} device(s); '
        f'compiled in {time.perf_counter() - start:.1f} s')
@@ -260,20 +324,98 @@ def _execute(experiment, config, grid, store, todo, params_dir, write=True):
       bar.update(len(index))
 
 
+# results.csv is written for sweeps of at most this many rows (results.parquet always).
+CSV_MAX_ROWS = 100_000
+# The figure hooks see every row up to this many, else a seeded subsample of whole settings.
+FIGURE_ROWS = 20_000
+
+
 def finalize(workdir, config=None) -> dict:
-  """Writes results.csv, summary.csv, bounds.json and figures from the committed chunks."""
+  """Writes results.parquet (and results.csv up to `CSV_MAX_ROWS` rows), summary.csv,
+  bounds.json and figures from the committed chunks.
+
+  One pass over the chunks in setting order (`ChunkStore.merged`: a block of settings in
+  memory at a time): rows are streamed to the files, summary.csv is merged group by group
+  (`tables.GroupSummary`, batches that do not depend on the chunking, so it is bit-identical
+  whatever the chunk sizes) and bounds.json's counts are summed, so memory does not grow
+  with the number of settings. The figure hooks get the summary and at most `FIGURE_ROWS` rows
+  (`figure_settings`)."""
   workdir = pathlib.Path(workdir)
   config = load_config(workdir) if config is None else config
   experiment, grid = prepare(config)
   store = store_lib.ChunkStore(workdir / 'chunks')
-  index, metrics = store.assemble()
-  store.close()
-  if len(index) == 0:
+  done = store.done()
+  if len(done) == 0:
     raise config_schema.ConfigError(
         f'--workdir={workdir} has no finished settings yet (no committed chunk under '
         f'{workdir / "chunks"}); run or resume the sweep (or its shards) with xdistill run.')
-  table = _rows(index, grid, metrics, experiment.inner_axes(config) if experiment.inner_axes
-                else {})
+  inner = experiment.inner_axes(config) if experiment.inner_axes else {}
+  num_rows = len(done) * Grid(inner).size
+  chosen = figure_settings(done, Grid(inner).size, config.seed)
+  axes = set(grid.axes) | set(inner)
+  summary = tables.GroupSummary(experiment.group_by, exclude={'index', 'diverged'} | axes)
+  bound_summary, diverged, sample = {}, 0, []
+  with contextlib.ExitStack() as files:  # each file renamed into place only if all went well
+    writers = [files.enter_context(tables.ParquetWriter(workdir / 'results.parquet'))]
+    if num_rows <= CSV_MAX_ROWS:
+      writers.append(files.enter_context(tables.CsvWriter(workdir / 'results.csv')))
+    elif (workdir / 'results.csv').exists():  # from an earlier, smaller finalize: now stale
+      (workdir / 'results.csv').unlink()
+    for index, metrics in store.merged():
+      table, part = results_rows(index, metrics, experiment, grid, config, inner)
+      for writer in writers:
+        writer.write(table)
+      flagged = table['diverged']
+      diverged += int(flagged.sum())
+      bound_summary = merge_bound_summaries(bound_summary, part)
+      # Diverged rows count in no statistic (floats and bools such as `*_violated` alike), but
+      # their groups stay (with count 0).
+      summary.add({k: np.where(flagged, np.nan, v) if k not in experiment.group_by
+                   and v.dtype.kind in 'fb' else v for k, v in table.items()})
+      sample.append(table if chosen is None else
+                    tables.select(table, np.isin(table['index'], chosen)))
+  summary = summary.result()
+  tables.write_csv(workdir / 'summary.csv', summary)
+  report = {'settings': int(grid.size), 'finished': int(len(done)),
+            'diverged': diverged, 'bounds': bound_summary}
+  tables.atomic_write_text(workdir / 'bounds.json', json.dumps(report, indent=2) + '\n')
+  if len(done) < grid.size:
+    _log(f'partial sweep: {len(done)} of {grid.size} settings finished; missing settings '
+         f'{missing_ranges(done, grid.size)} (rerun the same xdistill run command, or the '
+         'shards that hold them, to finish them)')
+  if diverged:
+    _log(f'{diverged} diverged setting(s) flagged in results.parquet and left out of the '
+         'summary')
+  if num_rows > CSV_MAX_ROWS:
+    _log(f'{num_rows} rows: results.parquet only (results.csv is written up to '
+         f'{CSV_MAX_ROWS} rows)')
+  for line in bound_registry.report_lines(bound_summary):
+    _log(line)
+  sample = {k: np.concatenate([t[k] for t in sample]) for k in sample[0]}
+  if chosen is not None:
+    _log(f'figures drawn from a seeded subsample of {len(sample["index"])} of {num_rows} rows '
+         '(summary.csv and bounds.json use every row)')
+  for path in experiment.figures(sample, summary, config, workdir):
+    _log(f'wrote {path}')
+  return report
+
+
+def figure_settings(done: np.ndarray, rows_per_setting: int, seed: int):
+  """The settings whose rows the figure hooks get: None (all) for up to `FIGURE_ROWS` rows,
+  else a sorted uniform sample without replacement of `done`, seeded by the sweep's seed. It
+  depends on the finished settings alone, never on chunks or devices."""
+  if len(done) * rows_per_setting <= FIGURE_ROWS:
+    return None
+  size = max(1, FIGURE_ROWS // rows_per_setting)
+  return np.sort(np.random.default_rng(seed).choice(done, size, replace=False))
+
+
+def results_rows(index, metrics, experiment, grid, config, inner_axes) -> tuple[dict, dict]:
+  """The results rows of some settings (axis values, metrics, derived columns, `diverged`
+  and the bound columns) and their bounds summary (`bound_registry.evaluate` on the healthy
+  rows). Row-local: the rows of a batch are those of the whole table (each setting's rows
+  stay together, which `derived` may rely on)."""
+  table = _rows(index, grid, metrics, inner_axes)
   if experiment.derived is not None:
     table |= experiment.derived(table, config)
   diverged = _diverged(table, experiment, grid)
@@ -284,30 +426,26 @@ def finalize(workdir, config=None) -> dict:
   for name, column in bound_columns.items():
     table[name] = np.full(len(diverged), np.nan if column.dtype != bool else False, column.dtype)
     table[name][~diverged] = column
-  tables.write_csv(workdir / 'results.csv', table)
-  # Diverged rows count in no statistic (floats and bools such as `*_violated` alike), but
-  # their groups stay (with count 0).
-  masked = {k: np.where(diverged, np.nan, v) if k not in experiment.group_by
-            and v.dtype.kind in 'fb' else v for k, v in table.items()}
-  axes = set(grid.axes) | set(experiment.inner_axes(config) if experiment.inner_axes else ())
-  summary = tables.summarize(masked, experiment.group_by,
-                             exclude={'index', 'diverged'} | axes)
-  tables.write_csv(workdir / 'summary.csv', summary)
-  report = {'settings': int(grid.size), 'finished': int(len(index)),
-            'diverged': int(diverged.sum()), 'bounds': bound_summary}
-  tables.atomic_write_text(workdir / 'bounds.json', json.dumps(report, indent=2) + '\n')
-  if len(index) < grid.size:
-    _log(f'partial sweep: {len(index)} of {grid.size} settings finished; missing settings '
-         f'{missing_ranges(index, grid.size)} (rerun the same xdistill run command, or the '
-         'shards that hold them, to finish them)')
-  if diverged.any():
-    _log(f'{int(diverged.sum())} diverged setting(s) flagged in results.csv and left out of '
-         'the summary')
-  for line in bound_registry.report_lines(bound_summary):
-    _log(line)
-  for path in experiment.figures(table, summary, config, workdir):
-    _log(f'wrote {path}')
-  return report
+  return table, bound_summary
+
+
+_COUNTS = ('n', 'invalid', 'violations', 'exceeded')
+
+
+def merge_bound_summaries(total: dict, part: dict) -> dict:
+  """`bound_registry.evaluate` summaries of disjoint rows pooled: counts added, rates
+  recomputed (violations / n, NaN when n = 0; None stays None for kinds not judged)."""
+  merged = {}
+  for name, entry in part.items():
+    entry = dict(entry)
+    if name in total:
+      for key in _COUNTS:
+        if entry.get(key) is not None:
+          entry[key] += total[name][key]
+    if entry.get('violations') is not None:
+      entry['rate'] = entry['violations'] / entry['n'] if entry['n'] else math.nan
+    merged[name] = entry
+  return {**total, **merged}
 
 
 def missing_ranges(done: np.ndarray, num_settings: int, limit: int = 8) -> str:

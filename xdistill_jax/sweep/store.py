@@ -15,6 +15,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 _METRIC = 'metric:'
+BLOCK = 4096  # settings per batch of `ChunkStore.merged`
 
 
 def _chunk_name(first: int) -> str:
@@ -50,9 +51,7 @@ class ChunkStore:
   def chunks(self):
     """Yields (index, metrics) of every committed chunk, in order of first setting index."""
     for path in self.paths():
-      with np.load(path) as data:
-        yield data['index'], {k[len(_METRIC):]: data[k] for k in data.files
-                              if k.startswith(_METRIC)}
+      yield _load(path)
 
   def done(self) -> np.ndarray:
     """Flat indices of every committed setting (reads only the `index` arrays)."""
@@ -62,37 +61,69 @@ class ChunkStore:
         parts.append(data['index'])
     return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
 
-  def assemble(self) -> tuple[np.ndarray, dict]:
-    """(sorted indices, metrics) of all committed settings.
+  def merged(self, block: int | None = None):
+    """Yields (index, metrics) of every committed setting, each once, in ascending index
+    order, one batch per block [k·block, (k+1)·block) of the flat index that holds any.
 
+    Batches depend on the committed settings alone, never on how they were chunked, so that
+    what is computed batch by batch (summary.csv's statistics) is bit-identical whatever the
+    chunk sizes; memory holds about one block and one chunk, whatever the sweep's size.
     A setting committed twice (e.g. by two overlapping runs into one workdir) is kept once;
-    its copies must agree bit for bit, else the store is corrupt (a RuntimeError).
+    its copies must agree bit for bit, else the store is corrupt (a RuntimeError). Chunks are
+    read in order of their first index; rows wait until no later chunk can hold their block
+    (chunks of a resumed sweep may interleave around settings committed earlier).
     """
-    indices, metrics = [], []
-    for index, chunk in self.chunks():
-      indices.append(index)
-      metrics.append(chunk)
-    if not indices:
-      return np.zeros(0, np.int64), {}
-    index = np.concatenate(indices)
-    merged = {k: np.concatenate([m[k] for m in metrics]) for k in metrics[0]}
+    block = block or BLOCK
+    paths = self.paths()
+    firsts = [int(p.stem) for p in paths[1:]] + [None]
+    index, metrics = np.zeros(0, np.int64), None
+    for path, limit in zip(paths, firsts):
+      chunk_index, chunk = _load(path)
+      if metrics is not None:
+        chunk_index = np.concatenate([index, chunk_index])
+        chunk = {k: np.concatenate([metrics[k], chunk[k]]) for k in chunk}
+      index, metrics = self._unique(chunk_index, chunk)
+      cut = len(index) if limit is None else np.searchsorted(index, limit // block * block)
+      blocks = index[:cut] // block
+      for part in np.split(np.arange(cut), np.flatnonzero(np.diff(blocks)) + 1):
+        if len(part):
+          yield index[part], {k: v[part] for k, v in metrics.items()}
+      index, metrics = index[cut:], {k: v[cut:] for k, v in metrics.items()}
+
+  def _unique(self, index, metrics):
+    """Sorted by index, a repeated setting kept once (after checking its copies agree)."""
     order = np.argsort(index, kind='stable')
     index = index[order]
-    merged = {k: v[order] for k, v in merged.items()}
+    metrics = {k: v[order] for k, v in metrics.items()}
     first = np.concatenate([[True], index[1:] != index[:-1]])
-    if not first.all():
-      repeat = np.flatnonzero(~first)
-      for name, values in merged.items():
-        a, b = values[repeat], values[repeat - 1]
-        same = ((a == b) | ((a != a) & (b != b))).reshape(len(repeat), -1).all(axis=1)
-        if not same.all():
-          setting = int(index[repeat[np.argmin(same)]])
-          raise RuntimeError(f'{self.directory} holds setting {setting} twice with different '
-                             f'{name!r}; the store is corrupt.')
-    return index[first], {k: v[first] for k, v in merged.items()}
+    if first.all():
+      return index, metrics
+    repeat = np.flatnonzero(~first)
+    for name, values in metrics.items():
+      a, b = values[repeat], values[repeat - 1]
+      same = ((a == b) | ((a != a) & (b != b))).reshape(len(repeat), -1).all(axis=1)
+      if not same.all():
+        setting = int(index[repeat[np.argmin(same)]])
+        raise RuntimeError(f'{self.directory} holds setting {setting} twice with different '
+                           f'{name!r}; the store is corrupt.')
+    return index[first], {k: v[first] for k, v in metrics.items()}
+
+  def assemble(self) -> tuple[np.ndarray, dict]:
+    """(sorted indices, metrics) of all committed settings, in memory (`merged` at once)."""
+    parts = list(self.merged())
+    if not parts:
+      return np.zeros(0, np.int64), {}
+    return (np.concatenate([i for i, _ in parts]),
+            {k: np.concatenate([m[k] for _, m in parts]) for k in parts[0][1]})
 
   def close(self):
     """Nothing to release (kept so callers need not know how chunks are stored)."""
+
+
+def _load(path) -> tuple[np.ndarray, dict]:
+  with np.load(path) as data:
+    return data['index'], {k[len(_METRIC):]: data[k] for k in data.files
+                           if k.startswith(_METRIC)}
 
 
 def save_params(directory, params_by_index: dict[int, object]) -> None:
