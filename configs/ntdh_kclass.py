@@ -15,15 +15,15 @@ Note: with the paper's SGD lr 0.01 and 1000 full-batch steps the MLPs barely tra
 
 import ml_collections
 
+from xdistill_jax import plugins
 from xdistill_jax.experiments import base
-from xdistill_jax.experiments import ntdh_kclass
 
 
 def s_vmap_width() -> int:
   """`sweep.vmap_width` of protocol-S sweeps: 1 on CPU-only installs (a setting's 6000-row
   data fill the cache alone; wider groups ran slower per setting and padded the sweep to a
   multiple of 16 settings; BENCHMARKS.md), else -1 (the engine's measured choice)."""
-  return -1 if ntdh_kclass.accelerator_installed() else 1
+  return -1 if plugins.accelerator_installed() else 1
 
 
 def protocol_s() -> ml_collections.ConfigDict:

@@ -118,13 +118,13 @@ def test_protocol_s_configs_run_one_setting_per_group_on_a_cpu(monkeypatch):
   """Protocol-S configs set `sweep.vmap_width` to 1 on a CPU-only install; protocol G, and
   any install with an accelerator plugin, keep the engine's automatic width (-1)."""
   from xdistill_jax import config_files
-  from xdistill_jax.experiments import ntdh_kclass
-  monkeypatch.setattr(ntdh_kclass, 'accelerator_installed', lambda: False)
+  from xdistill_jax import plugins
+  monkeypatch.setattr(plugins, 'accelerator_installed', lambda: False)
   for name, arg in (('ntdh_kclass', None), ('ntdh_feature_mask', None), ('ntdh_table1', 'S'),
                     ('ntdh_table1', 'S_g_weights')):
     assert config_files.load(name, arg).sweep.vmap_width == 1, (name, arg)
   assert config_files.load('ntdh_table1', 'G').sweep.vmap_width == -1
-  monkeypatch.setattr(ntdh_kclass, 'accelerator_installed', lambda: True)
+  monkeypatch.setattr(plugins, 'accelerator_installed', lambda: True)
   for name, arg in (('ntdh_kclass', None), ('ntdh_feature_mask', None), ('ntdh_table1', 'S')):
     assert config_files.load(name, arg).sweep.vmap_width == -1, (name, arg)
 

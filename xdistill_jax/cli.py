@@ -277,8 +277,8 @@ def configure_jax() -> None:
   flags_set = os.environ.get('XLA_FLAGS', '')
   if 'xla_force_host_platform_device_count' not in flags_set:
     jax.config.update('jax_num_cpu_devices', max(2, os.cpu_count() or 1))
-  accelerator = any(importlib.util.find_spec(name) for name in (
-      'jax_cuda12_plugin', 'jax_cuda13_plugin', 'jax_rocm60_plugin', 'libtpu'))
+  from xdistill_jax import plugins
+  accelerator = plugins.accelerator_installed()
   extra = []
   if 'xla_cpu_multi_thread_eigen' not in flags_set:
     extra.append('--xla_cpu_multi_thread_eigen=false')

@@ -19,8 +19,6 @@ Monte Carlo Bayes floors of both modalities (N3), and the columns of the registe
 N1, N2, N3. γ = o / t (t = 20 teacher features).
 """
 
-import importlib.util
-
 import jax
 import jax.numpy as jnp
 import matplotlib
@@ -48,13 +46,6 @@ PROTOCOL_FIELDS = (
     'steps', 'learning_rate', 'temperature', 'bayes_samples',
 )
 FIELDS = PROTOCOL_FIELDS + ('ce_weight', 'kd_weight', 'moments')
-
-
-def accelerator_installed() -> bool:
-  """Whether a JAX accelerator plugin is installed (the plugins `cli.configure_jax` checks),
-  answered without starting a backend: configs read it (`configs/ntdh_kclass.s_vmap_width`)."""
-  return any(importlib.util.find_spec(name) for name in (
-      'jax_cuda12_plugin', 'jax_cuda13_plugin', 'jax_rocm60_plugin', 'libtpu'))
 
 
 def validate_protocol(config, prefix: str = '') -> None:

@@ -176,7 +176,9 @@ def bounds_figure(table, summary, path, x, divergence, target='kd_err',
   for b in certified:
     if b not in vacuous:
       _bound_band(ax, summary, x, b, colors[b.name], False)
-      top = max(top, float(np.nanmax(summary[b.name + '_mean'])))
+      means = np.asarray(summary[b.name + '_mean'], np.float64)
+      if np.isfinite(means).any():  # a bound with no finite group mean adds nothing
+        top = max(top, float(np.nanmax(means)))
   ax.set(xlabel=xlabel, ylabel='test error', ylim=(0, 1.02 * top),
          title=f'{target} between its certified bounds')
   if vacuous:
