@@ -7,8 +7,8 @@ encoder and all six methods (CMD, CMC, CMC B→A, L2, target-only, target SSL + 
 one fused loop, on M = 256 unlabelled pairs and m = 16 labelled target examples, at three
 temperature profiles (the defaults below and τ = 0.5, 1: inner axis `temperature`), selected per
 seed and method on 64 labelled target validation examples. One compiled, vmapped program;
-see docs/protocols.md §C for the measured cost of the grid (one profile alone was about 1
-minute on a 2-core CPU, compilation included). Writes results.csv (one row per setting ×
+measured 176 s end to end, cold, on a quiet 2-core CPU (323 CPU-s; one profile alone was
+about 1 minute; docs/protocols.md §C says how the grid was sized). Writes results.csv (one row per setting ×
 profile × method), summary.csv, bounds.json, config.json, cmcd_table.md / cmcd_table.csv
 (method × ε at the validation-selected and at the default temperatures) and, at the default
 temperatures, the figures cmcd_error_vs_epsilon.png, cmcd_tv_estimate.png and

@@ -13,8 +13,7 @@ momentum 0.9, CE : KD = 0.5 : 0.5. The authors' 50 epochs over 60,000 MNIST digi
 Writes results.csv, summary.csv, bounds.json, digits_m.md (per α: accuracies, Δ, TCKD,
 NCKD; Spearman ρ(Δ, NCKD) per method with a bootstrap 95 % interval), correlation.json,
 digits_m.png, digits_m_examples.png and digits_m_bounds_kl.png.
-Measured: 272 s wall (164 s CPU) end to end on the 2-core CPU shared with other jobs
-(load average 7–9), 26 s of it compiling; the CPU time suggests ~1.5 min on idle cores.
+Measured: 98 s wall (174 s CPU) end to end, cold, on a quiet 2-core CPU (load ≈ 1.7).
 Variants: the authors' noise dial as a second gap axis --config.noises='(0.0,0.5)';
 longer training --config.epochs=800 (teacher 94.7 % instead of 92.8 %, on 4 seeds).
 """

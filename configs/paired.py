@@ -11,9 +11,9 @@ models, 1000 full-batch SGD steps at learning rate 0.1, T = 0.7) and its Table-1
 weights (configs/ntdh_table1.py), on standardised features; 10 seeds. MLPs:
 --config.hidden='(32,)'. Writes results.csv, summary.csv, bounds.json, table1.csv,
 table1.md, paired_divergence.png and paired_bounds.png.
-Measured: 2,000 rows × (50 + 50) features, 10 seeds, all nine methods: 267 s wall, 114 s
-CPU (62 s compiling) on the 2-core CPU shared with other jobs (load average 4–8). The data
-are constants of the compiled program, so each file compiles anew.
+Measured: 2,000 rows × (50 + 50) features (4 classes), 10 seeds, all nine methods: 85 s
+wall (148 s CPU) end to end, cold, on a quiet 2-core CPU (load ≈ 1.7). The data are
+constants of the compiled program, so each file compiles anew.
 """
 
 from xdistill_jax import config_files
