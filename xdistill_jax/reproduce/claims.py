@@ -171,6 +171,14 @@ def rates_within_delta(evidence: Evidence) -> stats.Measurement:
 # --------------------------------------------------------------------------------------------
 # NTDH protocol G (Figs. 3-4; configs/ntdh_overlap.py).
 # --------------------------------------------------------------------------------------------
+def _spearman(x: str, y: str, alternative: str, **where):
+  """A measure: Spearman ρ(table[x], table[y]) over the finite rows `where` selects."""
+  def measure(e):
+    ok = rows(e.table, **where)
+    return stats.spearman_test(e.table[x][ok], e.table[y][ok], alternative)
+  return measure
+
+
 def _overlap_extreme(evidence, which):
   overlaps = np.asarray(evidence.config.overlaps)
   return int(overlaps.min() if which == 'min' else overlaps.max())
@@ -193,35 +201,22 @@ def _g_delta_full(e):
   return stats.t_test(t['delta'][rows(t, overlap=_overlap_extreme(e, 'max'))], 'greater')
 
 
-@claim('g_delta_rises', source='NTDH Fig. 3, protocol G', sweep='ntdh_g',
-       figure='ntdh_overlap.png', statement='Δ rises with the overlap ratio γ = o / (20 − o).',
-       statistic='Spearman ρ(γ, Δ) over settings', rule='test', alternative='greater',
-       expect='holds')
-def _delta_rises(e):
-  """Spearman ρ(γ, Δ) over the finite rows, one-sided (greater): protocols G and S."""
-  t = e.table
-  ok = rows(t)
-  return stats.spearman_test(t['gamma'][ok], t['delta'][ok], 'greater')
+claim('g_delta_rises', source='NTDH Fig. 3, protocol G', sweep='ntdh_g',
+      figure='ntdh_overlap.png', statement='Δ rises with the overlap ratio γ = o / (20 − o).',
+      statistic='Spearman ρ(γ, Δ) over settings', rule='test', alternative='greater',
+      expect='holds')(_spearman('gamma', 'delta', 'greater'))
 
 
-@claim('g_tckd_falls', source='NTDH Fig. 4, protocol G', sweep='ntdh_g',
-       figure='ntdh_overlap.png', statement='The teacher–student target-class divergence (TCKD) '
-       'falls as γ rises.', statistic='Spearman ρ(γ, TCKD)', rule='test', alternative='less',
-       expect='holds')
-def _g_tckd_falls(e):
-  t = e.table
-  ok = rows(t)
-  return stats.spearman_test(t['gamma'][ok], t['tckd_test'][ok], 'less')
+claim('g_tckd_falls', source='NTDH Fig. 4, protocol G', sweep='ntdh_g',
+      figure='ntdh_overlap.png', statement='The teacher–student target-class divergence (TCKD) '
+      'falls as γ rises.', statistic='Spearman ρ(γ, TCKD)', rule='test', alternative='less',
+      expect='holds')(_spearman('gamma', 'tckd_test', 'less'))
 
 
-@claim('g_cmd_falls', source='NTDH Fig. 4, protocol G', sweep='ntdh_g',
-       figure='ntdh_overlap.png', statement='The discrepancy CMD₅ between teacher and student '
-       'outputs falls as γ rises.', statistic='Spearman ρ(γ, output CMD₅)', rule='test',
-       alternative='less', expect='holds')
-def _g_cmd_falls(e):
-  t = e.table
-  ok = rows(t)
-  return stats.spearman_test(t['gamma'][ok], t['cmd_outputs'][ok], 'less')
+claim('g_cmd_falls', source='NTDH Fig. 4, protocol G', sweep='ntdh_g',
+      figure='ntdh_overlap.png', statement='The discrepancy CMD₅ between teacher and student '
+      'outputs falls as γ rises.', statistic='Spearman ρ(γ, output CMD₅)', rule='test',
+      alternative='less', expect='holds')(_spearman('gamma', 'cmd_outputs', 'less'))
 
 
 @claim('g_nckd_zero', source='NTDH §4, protocol G', sweep='ntdh_g', figure='ntdh_overlap.png',
@@ -282,21 +277,17 @@ def _t1_dkd_omega(e):
 # NTDH protocol S (configs/ntdh_kclass.py).
 # --------------------------------------------------------------------------------------------
 claim('s_delta_rises', source='NTDH protocol S (project, README)', sweep='ntdh_s',
-       figure='ntdh_kclass.png', statement='On four classes Δ rises with γ = o / 20 (+0.55 '
-       'points at o = 20 falling to −0.38 at o = 0, 20 seeds).',
-       statistic='Spearman ρ(γ, Δ) over settings', rule='test', alternative='greater',
-       expect='holds')(_delta_rises)
+      figure='ntdh_kclass.png', statement='On four classes Δ rises with γ = o / 20 (+0.55 '
+      'points at o = 20 falling to −0.38 at o = 0, 20 seeds).',
+      statistic='Spearman ρ(γ, Δ) over settings', rule='test', alternative='greater',
+      expect='holds')(_spearman('gamma', 'delta', 'greater'))
 
 
-@claim('s_delta_nckd', source='NTDH §3 hypothesis, protocol S', sweep='ntdh_s',
-       figure='ntdh_kclass_divergence.png', statement='The smaller the non-target divergence '
-       'between teacher and KD student, the larger the KD gain: ρ(Δ, NCKD) < 0.',
-       statistic='Spearman ρ(NCKD, Δ) over settings', rule='test', alternative='less',
-       expect='open')
-def _s_delta_nckd(e):
-  t = e.table
-  ok = rows(t)
-  return stats.spearman_test(t['nckd_test'][ok], t['delta'][ok], 'less')
+claim('s_delta_nckd', source='NTDH §3 hypothesis, protocol S', sweep='ntdh_s',
+      figure='ntdh_kclass_divergence.png', statement='The smaller the non-target divergence '
+      'between teacher and KD student, the larger the KD gain: ρ(Δ, NCKD) < 0.',
+      statistic='Spearman ρ(NCKD, Δ) over settings', rule='test', alternative='less',
+      expect='open')(_spearman('nckd_test', 'delta', 'less'))
 
 
 # --------------------------------------------------------------------------------------------
@@ -428,14 +419,11 @@ def _dm_baseline(e):
   return stats.slope_test(t['alpha'][s], t['baseline_acc'][s], t['seed'][s], 'less')
 
 
-@claim('dm_delta_nckd', source='NTDH §3 hypothesis on Digits-M', sweep='digits_m',
-       figure='digits_m.png', statement='NTDH: the smaller the non-target divergence, the larger '
-       'the KD gain, ρ(Δ, NCKD) < 0 (DKD). Measured to fail: ρ is positive (+0.63).',
-       statistic='Spearman ρ(NCKD, Δ), DKD', rule='test', alternative='less', expect='fails')
-def _dm_delta_nckd(e):
-  t = e.table
-  s = rows(t, method='dkd')
-  return stats.spearman_test(t['nckd_test'][s], t['delta'][s], 'less')
+claim('dm_delta_nckd', source='NTDH §3 hypothesis on Digits-M', sweep='digits_m',
+      figure='digits_m.png', statement='NTDH: the smaller the non-target divergence, the larger '
+      'the KD gain, ρ(Δ, NCKD) < 0 (DKD). Measured to fail: ρ is positive (+0.63).',
+      statistic='Spearman ρ(NCKD, Δ), DKD', rule='test', alternative='less',
+      expect='fails')(_spearman('nckd_test', 'delta', 'less', method='dkd'))
 
 
 @claim('dm_omega_large_gap', source='NTDH Table 3 (ω on MNIST → MNIST-M)', sweep='digits_m',
