@@ -64,12 +64,15 @@ def test_closed_form_gradients_match_autodiff_and_numpy(dtype, weighted):
       np.testing.assert_allclose(got, ad, rtol=0, atol=TOL[dtype] * scale)
 
 
+@pytest.mark.parametrize('k', [2, 3])
 @pytest.mark.parametrize('dtype', [jnp.float32, jnp.float64])
-def test_fit_linear_equals_optax_sgd_and_numpy(dtype):
+def test_fit_linear_equals_optax_sgd_and_numpy(dtype, k):
+  """K = 2 takes the one-margin path (G = (−g, g)), K = 3 the column-wise one."""
   with jax.enable_x64(dtype == jnp.float64):
     rng = np.random.default_rng(1)
-    x, y = rng.normal(size=(30, 5)).astype(dtype), rng.integers(0, 2, 30).astype(np.int32)
-    kernel, bias = (rng.normal(size=(5, 2)) * 0.3).astype(dtype), np.zeros(2, dtype)
+    x, y = rng.normal(size=(30, 5)).astype(dtype), rng.integers(0, k, 30).astype(np.int32)
+    kernel = (rng.normal(size=(5, k)) * 0.3).astype(dtype)
+    bias = (rng.normal(size=k) * 0.1).astype(dtype)
     lr, steps = 0.3, 25
     ce = lambda z: training.cross_entropy_grad(z, jnp.asarray(y))
     ((k1, b1),) = jax.jit(lambda l: training.fit_linear([(ce, jnp.asarray(x), l)], lr, steps))(
@@ -79,11 +82,23 @@ def test_fit_linear_equals_optax_sgd_and_numpy(dtype):
         (jnp.asarray(kernel), jnp.asarray(bias)))
     kn, bn = np.float64(kernel), np.float64(bias)  # NumPy float64 gradient descent
     for _ in range(steps):
-      g = (_np_softmax(x @ kn + bn) - np.eye(2)[y]) / len(y)
+      g = (_np_softmax(x @ kn + bn) - np.eye(k)[y]) / len(y)
       kn, bn = kn - lr * x.T @ g, bn - lr * g.sum(0)
     assert k1.dtype == dtype
     for got, ref in ((k1, kn), (b1, bn), (k2, kn), (b2, bn)):
       np.testing.assert_allclose(got, ref, rtol=TOL[dtype], atol=TOL[dtype])
+
+
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.float64])
+def test_binary_softmax_equals_softmax_on_extreme_logits(dtype):
+  """`training.softmax` for K = 2 (σ of the logit difference) against `jax.nn.softmax`, with
+  logits ±1e4 and a zero probability: same values to float rounding, no NaN."""
+  with jax.enable_x64(dtype == jnp.float64):
+    z = jnp.asarray([[0.0, 0.0], [1e4, -1e4], [-1e4, 1e4], [3.0, -2.5], [1e4, 1e4 - 1]], dtype)
+    got, ref = training.softmax(z), jax.nn.softmax(z, axis=-1)
+    assert got.dtype == dtype and np.isfinite(got).all()
+    np.testing.assert_allclose(got, ref, rtol=TOL[dtype], atol=TOL[dtype] * 1e-3)
+    np.testing.assert_array_equal(got[1], [1.0, 0.0])
 
 
 def _autodiff_train(config, key, setting):

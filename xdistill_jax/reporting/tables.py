@@ -101,7 +101,8 @@ class ParquetWriter(_AtomicFile):
   def write(self, table: Table) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
-    batch = pa.table({name: np.asarray(column) for name, column in table.items()})
+    batch = pa.Table.from_arrays([_arrow(np.asarray(c)) for c in table.values()],
+                                 names=list(table))
     if self.writer is None:
       self.writer = pq.ParquetWriter(self.tmp, batch.schema)
     self.writer.write_table(batch.cast(self.writer.schema))
@@ -114,6 +115,20 @@ class ParquetWriter(_AtomicFile):
   def _release(self) -> None:
     if self.writer is not None:
       self.writer.close()
+
+
+def _arrow(column: np.ndarray):
+  """A NumPy column as an Arrow array. Numbers and booleans are wrapped from their buffers
+  (`pa.array` would import pandas, ≈ 0.5 s, to check for its types); others via `pa.array`."""
+  import pyarrow as pa
+  if column.ndim == 1 and column.dtype.kind in 'iuf':
+    data = np.ascontiguousarray(column)
+    return pa.Array.from_buffers(pa.from_numpy_dtype(data.dtype), len(data),
+                                 [None, pa.py_buffer(data)])
+  if column.ndim == 1 and column.dtype == bool:
+    bits = np.packbits(column, bitorder='little')
+    return pa.Array.from_buffers(pa.bool_(), len(column), [None, pa.py_buffer(bits)])
+  return pa.array(column)
 
 
 def read_parquet(path) -> Table:

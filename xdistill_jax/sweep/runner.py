@@ -8,12 +8,14 @@ finished or a partial sweep alike and in memory that does not grow with the swee
 
 import contextlib
 import functools
+import importlib
 import json
 import math
 import os
 import pathlib
 import platform
 import sys
+import threading
 import time
 
 import jax
@@ -211,6 +213,8 @@ def run(config: ml_collections.ConfigDict, workdir, shard: tuple[int, int] = (0,
              else 'settings')
     if len(todo) < end - begin:
       _log(f'resuming: {end - begin - len(todo)} of {end - begin} {scope} already committed')
+    # Finalize's own imports load in the background while XLA compiles and runs.
+    imports = _prefetch(FINALIZE_MODULES) if lead and shard[1] == 1 else None
     if len(todo):
       _execute(experiment, config, grid, store, todo, workdir / 'params', width, write=lead)
     if many:
@@ -231,7 +235,27 @@ def run(config: ml_collections.ConfigDict, workdir, shard: tuple[int, int] = (0,
     _log(f'shard {shard[0]}/{shard[1]} finished ({held}); write the results of every '
          f'finished shard with xdistill plot --workdir={workdir}')
     return {}
+  if imports is not None:
+    imports.join(timeout=60.0)  # bounded; finalize imports whatever is still missing itself
   return finalize(workdir, config)
+
+
+# What finalize imports beyond the sweep's own modules (figures, Parquet, Clopper–Pearson).
+FINALIZE_MODULES = ('matplotlib.figure', 'matplotlib.backends.backend_agg', 'pyarrow.parquet',
+                    'scipy.special')
+
+
+def _prefetch(modules) -> threading.Thread:
+  """Imports `modules` in a daemon thread (≈ 1 s of Python on a 2-core CPU). Compiling and
+  running the sweep release the GIL, so the imports cost no wall time there; finalize then
+  finds them loaded. Modules that are not installed are skipped (finalize reports them)."""
+  def load():
+    for name in modules:
+      with contextlib.suppress(ImportError):
+        importlib.import_module(name)
+  thread = threading.Thread(target=load, name='xdistill-prefetch', daemon=True)
+  thread.start()
+  return thread
 
 
 class ProcessLost(RuntimeError):
