@@ -81,6 +81,8 @@ class Experiment:
       every KD method trained on a shared teacher); the setting fn then
       returns every metric with leading dimensions of these axes' lengths, and each
       combination becomes its own results row.
+    program_cache: whether a re-run may reuse the traced program (`sweep.programs`). False
+      where the program embeds data read from files, whose content the cache key cannot see.
   """
 
   name: str
@@ -95,6 +97,7 @@ class Experiment:
   nan_ok: tuple[str, ...] = ()
   saves_params: bool = False
   inner_axes: Callable[[ml_collections.ConfigDict], dict[str, np.ndarray]] | None = None
+  program_cache: bool = True
 
   def check(self, config) -> None:
     """Validates every field of `config` (names and values) without compiling anything."""

@@ -299,4 +299,5 @@ EXPERIMENT = base.Experiment(
     name='digits_m', fields=FIELDS, validate=validate, axes=axes,
     make_setting_fn=make_setting_fn, group_by=('method', 'alpha', 'noise'),
     figures=make_figures, key_axes=('seed',), derived=derived, saves_params=True,
-    inner_axes=inner_axes)
+    inner_axes=inner_axes,
+    program_cache=False)  # the program embeds data read from files

@@ -318,4 +318,5 @@ def make_figures(table, summary, config, workdir):
 EXPERIMENT = base.Experiment(
     name='digits_overlap', fields=FIELDS, validate=validate, axes=axes,
     make_setting_fn=make_setting_fn, group_by=('method', 'overlap'), figures=make_figures,
-    key_axes=('seed',), derived=derived, saves_params=True, inner_axes=inner_axes)
+    key_axes=('seed',), derived=derived, saves_params=True, inner_axes=inner_axes,
+    program_cache=False)  # the program embeds data read from files

@@ -268,4 +268,5 @@ def make_figures(table, summary, config, workdir):
 EXPERIMENT = base.Experiment(
     name='paired', fields=FIELDS, validate=validate, axes=axes,
     make_setting_fn=make_setting_fn, group_by=('method',), figures=make_figures,
-    derived=derived, saves_params=True, inner_axes=inner_axes)
+    derived=derived, saves_params=True, inner_axes=inner_axes,
+    program_cache=False)  # the program embeds data read from files

@@ -17,6 +17,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
+from xdistill_jax.sweep import programs
+
 AXIS = 'settings'
 # Largest automatic chunk: bounds the work lost to an interruption and keeps progress moving.
 MAX_AUTO_CHUNK = 4096
@@ -62,13 +64,24 @@ def _program(setting_fn, mesh, vmap_width: int):
                        out_specs=PartitionSpec(AXIS))
 
 
-def _compile(setting_fn, sweep_key, example_settings, chunk_size, sharding, vmap_width):
+def _compile(setting_fn, sweep_key, example_settings, chunk_size, sharding, vmap_width,
+             cache_key=None):
+  """The compiled chunk program. With `cache_key` (`programs.program_key` without the chunk
+  size) it is the `jax.export`ed program, read from the program cache or traced and stored."""
   replicated = NamedSharding(sharding.mesh, PartitionSpec())
   spec = lambda a: jax.ShapeDtypeStruct((chunk_size,) + a.shape[1:], a.dtype, sharding=sharding)
-  fn = jax.jit(_program(setting_fn, sharding.mesh, vmap_width),
-               in_shardings=(replicated, sharding, sharding), out_shardings=sharding)
-  return fn.lower(sweep_key, spec(np.zeros(1, np.int32)),
-                  {k: spec(v) for k, v in example_settings.items()}).compile()
+  args = (sweep_key, spec(np.zeros(1, np.int32)),
+          {k: spec(v) for k, v in example_settings.items()})
+  shardings = dict(in_shardings=(replicated, sharding, sharding), out_shardings=sharding)
+  fn = jax.jit(_program(setting_fn, sharding.mesh, vmap_width), **shardings)
+  if cache_key is not None:
+    key = f'{cache_key}-{chunk_size}'
+    exported = programs.load(key)
+    if exported is None:
+      exported = jax.export.export(fn)(*args)
+      programs.save(key, exported)
+    fn = jax.jit(exported.call, **shardings)
+  return fn.lower(*args).compile()
 
 
 def default_vmap_width() -> int:
@@ -125,7 +138,8 @@ def _bytes(compiled) -> float:
 
 def make_runner(setting_fn, sweep_key, example_settings: dict[str, np.ndarray],
                 num_settings: int, chunk_size: int = 0,
-                memory_budget_bytes: float = 2 * 2**30, vmap_width: int = -1) -> ChunkRunner:
+                memory_budget_bytes: float = 2 * 2**30, vmap_width: int = -1,
+                cache_key: str | None = None) -> ChunkRunner:
   """Compiles `setting_fn` for a chunk size that fits the memory budget.
 
   With `chunk_size = 0` the whole sweep (at most `MAX_AUTO_CHUNK` settings) is tried first;
@@ -133,7 +147,7 @@ def make_runner(setting_fn, sweep_key, example_settings: dict[str, np.ndarray],
   (arguments + outputs + temporaries, from XLA's memory analysis) exceeds the budget, the size
   is scaled down linearly from that measurement and compiled once more. Chunk sizes are
   rounded up to a multiple of (device count × vmap width). `vmap_width` < 0 means
-  `default_vmap_width()`, 0 means the whole local shard at once.
+  `default_vmap_width()`, 0 means the whole local shard at once. `cache_key`: see `_compile`.
   """
   vmap_width = default_vmap_width() if vmap_width < 0 else vmap_width
   devices = np.array(jax.devices())
@@ -145,10 +159,12 @@ def make_runner(setting_fn, sweep_key, example_settings: dict[str, np.ndarray],
   unit = len(devices) * max(vmap_width, 1)
   round_up = lambda c: max(-(-max(c, 1) // unit), 2 if vmap_width else 1) * unit
   size = round_up(chunk_size or min(num_settings, MAX_AUTO_CHUNK))
-  compiled = _compile(setting_fn, sweep_key, example_settings, size, sharding, vmap_width)
+  compiled = _compile(setting_fn, sweep_key, example_settings, size, sharding, vmap_width,
+                      cache_key)
   if not chunk_size:
     used = _bytes(compiled)
     if used > memory_budget_bytes and size > unit:
       size = round_up(int(size * memory_budget_bytes / used))
-      compiled = _compile(setting_fn, sweep_key, example_settings, size, sharding, vmap_width)
+      compiled = _compile(setting_fn, sweep_key, example_settings, size, sharding, vmap_width,
+                          cache_key)
   return ChunkRunner(sweep_key, size, compiled, sharding)

@@ -30,6 +30,7 @@ from xdistill_jax import experiments
 from xdistill_jax.experiments import base
 from xdistill_jax.reporting import tables
 from xdistill_jax.sweep import execute
+from xdistill_jax.sweep import programs
 from xdistill_jax.sweep import store as store_lib
 from xdistill_jax.sweep.grid import Grid
 
@@ -324,11 +325,18 @@ def _execute(experiment, config, grid, store, todo, params_dir, width, write=Tru
   save = set(int(i) for i in config.sweep.save_params)
   setting_fn = (experiment.make_setting_fn(config, with_params=True) if save
                 else experiment.make_setting_fn(config))
+  example = grid.traced_settings(todo[:1])
+  cache_key = None
+  if experiment.program_cache:
+    cache_key = programs.program_key(
+        experiment.make_setting_fn.__module__, _results_config(config), with_params=bool(save),
+        vmap_width=width, devices=jax.device_count(),
+        settings={k: str(v.dtype) for k, v in example.items()})
   runner = execute.make_runner(
-      setting_fn, sweep_key, grid.traced_settings(todo[:1]),
-      num_settings=len(todo), chunk_size=config.sweep.chunk_size,
+      setting_fn, sweep_key, example, num_settings=len(todo),
+      chunk_size=config.sweep.chunk_size,
       memory_budget_bytes=config.sweep.memory_budget_gb * 2**30,
-      vmap_width=width)
+      vmap_width=width, cache_key=cache_key)
   _log(f'{experiment.name}: {grid.size} settings, chunks of {runner.chunk_size} on '
        f'{jax.device_count()} {jax.default_backend()} device(s); '
        f'compiled in {time.perf_counter() - start:.1f} s')

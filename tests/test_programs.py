@@ -1,0 +1,65 @@
+"""The traced-program cache (`sweep.programs`): keys, round trip, bit-identical results."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from xdistill_jax.sweep import execute
+from xdistill_jax.sweep import programs
+
+
+def _setting_fn(key, setting):
+  x = jax.random.normal(key, (64, 3)) * setting['scale']
+  return {'mean': jnp.mean(x), 'log_sum_exp': jax.nn.logsumexp(x, axis=0)}
+
+
+def _run(cache_key):
+  settings = {'scale': np.linspace(0.5, 2.0, 12).astype(np.float32)}
+  runner = execute.make_runner(_setting_fn, jax.random.key(3), settings, num_settings=12,
+                               vmap_width=2, cache_key=cache_key)
+  return runner(np.arange(12, dtype=np.int32), settings)
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+  monkeypatch.setattr(programs, 'directory', lambda: tmp_path / 'programs')
+  return tmp_path / 'programs'
+
+
+def test_a_cached_program_gives_bit_identical_results_without_tracing(cache_dir, monkeypatch):
+  direct = _run(None)
+  first = _run('k')  # traces, exports and stores the program
+  assert [p.name for p in cache_dir.iterdir()] == [f'k-{12}.bin']
+
+  def no_tracing(*args, **kwargs):
+    raise AssertionError('the program should come from the cache')
+  monkeypatch.setattr(jax.export, 'export', no_tracing)
+  second = _run('k')
+  for name in direct:
+    np.testing.assert_array_equal(first[name], direct[name])
+    np.testing.assert_array_equal(second[name], direct[name])
+
+
+def test_a_damaged_cache_file_is_traced_again(cache_dir):
+  cache_dir.mkdir()
+  (cache_dir / 'k-12.bin').write_bytes(b'not a program')
+  assert programs.load('k-12') is None
+  out = _run('k')
+  assert programs.load('k-12') is not None
+  np.testing.assert_array_equal(out['mean'], _run(None)['mean'])
+
+
+def test_keys_follow_what_tracing_depends_on(cache_dir):
+  module = 'xdistill_jax.experiments.ntdh_overlap'
+  key = programs.program_key(module, {'steps': 10}, vmap_width=8)
+  assert key == programs.program_key(module, {'steps': 10}, vmap_width=8)
+  assert key != programs.program_key(module, {'steps': 11}, vmap_width=8)
+  assert key != programs.program_key(module, {'steps': 10}, vmap_width=4)
+  # Experiments outside the package are never cached: the key cannot see their code.
+  assert programs.program_key('my_lab.experiment', {'steps': 10}) is None
+
+
+def test_no_cache_directory_means_no_key(monkeypatch):
+  monkeypatch.setattr(programs, 'directory', lambda: None)
+  assert programs.program_key('xdistill_jax.experiments.ntdh_overlap', {}) is None
