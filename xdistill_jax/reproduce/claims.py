@@ -436,3 +436,16 @@ def _dm_omega(e):
   a = float(np.max(t['alpha']))
   return paired_test(t, 'delta', {'method': 'kl_omega', 'alpha': a},
                      {'method': 'kl', 'alpha': a}, 'greater')
+
+
+@claim('dm_omega_lowers_nckd', source='NTDH §4 (ω removes the samples that carry the gap)',
+       sweep='digits_m', figure='digits_m.png', statement='At the full gap (α = 1) the mask ω '
+       'lowers the non-target divergence of the KD student: NCKD(KL+ω) < NCKD(KL), paired by '
+       'seed. Measured to fail: ω raises it (+0.011 nats [+0.007, +0.015], quick, 6 seeds).',
+       statistic='mean NCKD(KL+ω) − NCKD(KL) at α = 1 (nats)', rule='test', alternative='less',
+       expect='fails')
+def _dm_omega_nckd(e):
+  t = e.table
+  a = float(np.max(t['alpha']))
+  return paired_test(t, 'nckd_test', {'method': 'kl_omega', 'alpha': a},
+                     {'method': 'kl', 'alpha': a}, 'less')

@@ -17,6 +17,7 @@ read or write the cache falls back to tracing.
 
 import functools
 import hashlib
+import importlib.util
 import json
 import os
 import pathlib
@@ -55,9 +56,7 @@ def program_key(setting_fn_module: str, results_config: dict, **shape) -> str | 
   if (not setting_fn_module.startswith('xdistill_jax.') or jax.process_count() > 1
       or directory() is None):
     return None
-  try:
-    import flatbuffers  # noqa: F401  (jax.export's serialisation needs it)
-  except ImportError:
+  if importlib.util.find_spec('flatbuffers') is None:  # jax.export's serialisation needs it
     return None
   import jaxlib
   record = {'package': _package_digest(), 'version': xdistill_jax.__version__,
