@@ -17,6 +17,7 @@ read or write the cache falls back to tracing.
 
 import functools
 import hashlib
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -42,6 +43,13 @@ def _package_digest() -> str:
   return digest.hexdigest()
 
 
+def _version(distribution: str) -> str:
+  try:
+    return importlib.metadata.version(distribution)
+  except importlib.metadata.PackageNotFoundError:
+    return 'absent'
+
+
 def directory() -> pathlib.Path | None:
   """Where programs are cached: `programs/` in the compilation cache directory, or None."""
   cache = jax.config.jax_compilation_cache_dir
@@ -58,9 +66,8 @@ def program_key(setting_fn_module: str, results_config: dict, **shape) -> str | 
     return None
   if importlib.util.find_spec('flatbuffers') is None:  # jax.export's serialisation needs it
     return None
-  import jaxlib
   record = {'package': _package_digest(), 'version': xdistill_jax.__version__,
-            'jax': jax.__version__, 'jaxlib': jaxlib.__version__,
+            'jax': jax.__version__, 'jaxlib': _version('jaxlib'),
             'options': {name: str(getattr(jax.config, name, None)) for name in _TRACE_OPTIONS},
             'devices': [f'{d.platform}:{d.device_kind}' for d in jax.devices()],
             'module': setting_fn_module, 'config': results_config,
