@@ -327,9 +327,7 @@ def entry() -> None:
   elif not isinstance(code, int):  # sys.exit('message'): printed, status 1
     print(code, file=sys.stderr)
     code = 1
-  logging.flush()
-  import logging as std_logging
-  std_logging.shutdown()
+  logging.flush()  # absl's handler; the streams next
   for stream in (sys.stdout, sys.stderr):
     stream.flush()
   os._exit(code)

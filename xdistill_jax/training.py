@@ -41,8 +41,8 @@ def fit_linear(problems, learning_rate: float, steps: int):
   The loss must depend on z through softmax(z) alone (cross-entropy, KL to a teacher, DKD):
   it is then unchanged by adding a constant to every logit, so Σ_k G_k = 0. For K = 2 that
   gives G = (−g, g) with g = ∂L/∂z₁ evaluated at (0, z₁ − z₀), and each step costs one
-  product with x for the margin and one for its gradient instead of two each (2.4× faster on
-  XLA:CPU, BENCHMARKS.md); the two forms agree to float rounding.
+  product with x for the margin and one for its gradient instead of two each (1.55× faster on
+  XLA:CPU, benchmarks/bench_training.py); the two forms agree to float rounding.
 
   Args:
     problems: sequence of (logit_grad, x, (kernel, bias)): G = logit_grad(z) [n, K], inputs

@@ -23,10 +23,15 @@ def flatten(metrics: dict) -> Table:
 
 
 def atomic_write_text(path: pathlib.Path, text: str) -> None:
+  """Writes UTF-8 text atomically (`atomic_write_bytes`)."""
+  atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_bytes(path: pathlib.Path, data: bytes) -> None:
   """Writes via a temporary file and `os.replace`, so readers never see a partial file."""
   path = pathlib.Path(path)
   tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
-  tmp.write_text(text)
+  tmp.write_bytes(data)
   os.replace(tmp, path)
 
 

@@ -20,12 +20,12 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
-import os
 import pathlib
 
 import jax
 
 import xdistill_jax
+from xdistill_jax.reporting import tables
 
 # JAX options that change what tracing produces (dtypes, random bits, precision).
 _TRACE_OPTIONS = ('jax_enable_x64', 'jax_default_prng_impl', 'jax_threefry_partitionable',
@@ -93,8 +93,6 @@ def save(key: str, exported) -> None:
   path = directory() / f'{key}.bin'
   try:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
-    tmp.write_bytes(exported.serialize())
-    os.replace(tmp, path)
+    tables.atomic_write_bytes(path, exported.serialize())
   except OSError:
     pass  # a read-only or full cache directory only costs the next run its tracing
