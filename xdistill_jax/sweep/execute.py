@@ -67,21 +67,30 @@ def _program(setting_fn, mesh, vmap_width: int):
 def _compile(setting_fn, sweep_key, example_settings, chunk_size, sharding, vmap_width,
              cache_key=None):
   """The compiled chunk program. With `cache_key` (`programs.program_key` without the chunk
-  size) it is the `jax.export`ed program, read from the program cache or traced and stored."""
+  size) it is the `jax.export`ed program, loaded compiled from the program cache, or read
+  from it traced, or traced; what was not in the cache is stored there."""
   replicated = NamedSharding(sharding.mesh, PartitionSpec())
   spec = lambda a: jax.ShapeDtypeStruct((chunk_size,) + a.shape[1:], a.dtype, sharding=sharding)
   args = (sweep_key, spec(np.zeros(1, np.int32)),
           {k: spec(v) for k, v in example_settings.items()})
   shardings = dict(in_shardings=(replicated, sharding, sharding), out_shardings=sharding)
   fn = jax.jit(_program(setting_fn, sharding.mesh, vmap_width), **shardings)
-  if cache_key is not None:
-    key = f'{cache_key}-{chunk_size}'
-    exported = programs.load(key)
-    if exported is None:
-      exported = jax.export.export(fn)(*args)
-      programs.save(key, exported)
-    fn = jax.jit(exported.call, **shardings)
-  return fn.lower(*args).compile()
+  if cache_key is None:
+    return fn.lower(*args).compile()
+  key = f'{cache_key}-{chunk_size}'
+  compiled = programs.load_executable(key)
+  if compiled is not None:
+    return compiled
+  exported = programs.load(key)
+  if exported is None:
+    exported = jax.export.export(fn)(*args)
+    programs.save(key, exported)
+  lowered = jax.jit(exported.call, **shardings).lower(*args)
+  with programs.fresh_compile() as fresh:
+    compiled = lowered.compile()
+  if fresh():
+    programs.save_executable(key, compiled)
+  return compiled
 
 
 def default_vmap_width() -> int:
