@@ -53,13 +53,17 @@ def fit_linear(problems, learning_rate: float, steps: int):
   Returns:
     The trained (kernel, bias) of every model, in order.
   """
+  # K = 2 inputs transposed once, [d, n]: both products then run along the n contiguous
+  # examples (1.2-1.5x faster steps on XLA:CPU than [n, d] with d = 25, bench_training.py).
+  inputs = [x.T if kernel.shape[-1] == 2 else x for _, x, (kernel, _) in problems]
+
   def step(layers, _):
     out = []
-    for (logit_grad, x, _), (kernel, bias) in zip(problems, layers):
+    for (logit_grad, _, _), x, (kernel, bias) in zip(problems, inputs, layers):
       if kernel.shape[-1] == 2:
-        margin = x @ (kernel[:, 1] - kernel[:, 0]) + (bias[1] - bias[0])
+        margin = (kernel[:, 1] - kernel[:, 0]) @ x + (bias[1] - bias[0])
         g1 = logit_grad(jnp.stack([jnp.zeros_like(margin), margin], -1))[:, 1]
-        grad_k, grad_b = _opposite(g1 @ x), _opposite(jnp.sum(g1))
+        grad_k, grad_b = _opposite(x @ g1), _opposite(jnp.sum(g1))
       else:
         g = logit_grad(linear(x, kernel, bias))
         grad_k, grad_b = linear_transpose(x, g), jnp.sum(g, 0)
