@@ -403,3 +403,15 @@ def test_classifier_tv_estimate():
   acc = jnp.array([0.0, 0.4, 0.5, 0.75, 1.0])
   np.testing.assert_allclose(dv.classifier_tv_estimate(acc), [0.0, 0.0, 0.0, 0.5, 1.0])
 
+
+
+@pytest.mark.parametrize('k', [2, 3])
+def test_a_nan_logit_gives_nan_never_a_number(k):
+  # A diverged model's NaN must reach the results (where it is flagged), not turn into a value.
+  good, bad = jnp.zeros(k), jnp.zeros(k).at[1].set(jnp.nan)
+  label = jnp.array(0)
+  for fn in (dv.kl, dv.js, dv.tv):
+    assert np.isnan(fn(bad, good)) and np.isnan(fn(good, bad)), fn.__name__
+  for fn in (dv.target_kl, dv.non_target_kl, dv.non_target_js, dv.non_target_tv,
+             dv.non_target_js_reversed):
+    assert np.isnan(fn(bad, good, label)) and np.isnan(fn(good, bad, label)), fn.__name__

@@ -67,7 +67,7 @@ def _kl_log(log_p, log_q):
   for q_k ≫ p_k). q_k = 0 < p_k gives +inf. "Double wheres" keep inf and NaN out of the
   backward pass.
   """
-  support = log_p > -jnp.inf
+  support = log_p != -jnp.inf  # NaN is in the support: it must reach the result
   lp = jnp.where(support, log_p, 0.0)
   lq = jnp.where(support, log_q, 0.0)
   delta = lp - lq
@@ -83,7 +83,7 @@ def _kl_log(log_p, log_q):
 
 def _log_mixture(log_p, log_q):
   """log m with m = (p + q) / 2; ``-inf`` where p = q = 0 (NaN-free values and gradients)."""
-  either = (log_p > -jnp.inf) | (log_q > -jnp.inf)
+  either = (log_p != -jnp.inf) | (log_q != -jnp.inf)
   log_m = jnp.logaddexp(jnp.where(either, log_p, 0.0), jnp.where(either, log_q, 0.0)) - _LN2
   return jnp.where(either, log_m, -jnp.inf)
 
@@ -233,6 +233,18 @@ def target_split(logits, labels, temperature=1.0):
   return log_binary, jax.nn.log_softmax(rest, axis=-1)
 
 
+def _binary_non_target(teacher_logits, student_logits, labels, temperature):
+  """The non-target divergences at K = 2, known without computing them (D4): p̂ and q̂ are
+  the same point mass, so every one is exactly 0 — NaN where a logit over T is NaN or
+  +inf, as the general computation gives. Traced, this is one comparison instead of the
+  split's log-sum-exps."""
+  t, s = (jnp.asarray(z) / temperature for z in (teacher_logits, student_logits))
+  invalid = lambda z: jnp.any(jnp.isnan(z) | (z == jnp.inf), axis=-1)
+  shape = jnp.broadcast_shapes(t.shape[:-1], s.shape[:-1], jnp.shape(labels))
+  zero = jnp.zeros(shape, jnp.result_type(t, s))
+  return jnp.where(invalid(t) | invalid(s), jnp.nan, zero)
+
+
 def _split_pair(teacher_logits, student_logits, labels, temperature):
   """((log b(p), log b(q)), (log p̂, log q̂))."""
   (b_p, p_hat), (b_q, q_hat) = (target_split(z, labels, temperature)
@@ -292,6 +304,8 @@ def non_target_kl(teacher_logits, student_logits, labels, temperature=1.0):
     >>> round(float(non_target_kl(t, s, jnp.array(0))), 6)  # p̂ = q̂ = (0, .6, .4)
     0.0
   """
+  if jnp.shape(teacher_logits)[-1] == 2:
+    return _binary_non_target(teacher_logits, student_logits, labels, temperature)
   _, (p_hat, q_hat) = _split_pair(teacher_logits, student_logits, labels, temperature)
   return _kl_log(p_hat, q_hat)
 
@@ -316,6 +330,8 @@ def non_target_js(teacher_logits, student_logits, labels, temperature=1.0):
     >>> float(non_target_js(jnp.array([1.0, 2.0]), jnp.array([3.0, -1.0]), jnp.array(1)))
     0.0
   """
+  if jnp.shape(teacher_logits)[-1] == 2:
+    return _binary_non_target(teacher_logits, student_logits, labels, temperature)
   _, (p_hat, q_hat) = _split_pair(teacher_logits, student_logits, labels, temperature)
   return _js_log(p_hat, q_hat)
 
@@ -340,6 +356,8 @@ def non_target_tv(teacher_logits, student_logits, labels, temperature=1.0):
     >>> round(float(non_target_tv(t, s, jnp.array(0))), 4)  # p̂=(.6,.4), q̂=(.2,.8)
     0.4
   """
+  if jnp.shape(teacher_logits)[-1] == 2:
+    return _binary_non_target(teacher_logits, student_logits, labels, temperature)
   _, (p_hat, q_hat) = _split_pair(teacher_logits, student_logits, labels, temperature)
   return _tv_log(p_hat, q_hat)
 
@@ -371,6 +389,8 @@ def non_target_js_reversed(teacher_logits, student_logits, labels, temperature=1
     >>> bool(non_target_js_reversed(t, s, jnp.array(0)) > jnp.log(2.0))
     True
   """
+  if jnp.shape(teacher_logits)[-1] == 2:
+    return _binary_non_target(teacher_logits, student_logits, labels, temperature)
   _, (p_hat, q_hat) = _split_pair(teacher_logits, student_logits, labels, temperature)
   return _js_reversed_log(p_hat, q_hat)
 
