@@ -15,6 +15,9 @@ from xdistill_jax import bound_registry
 from xdistill_jax import bounds
 from xdistill_jax.reporting import tables
 
+# zlib level 1: PNG encoding ≈ 0.09 s faster per 10 × 7.5 in figure than the default 6, files
+# ≈ 17 % larger.
+_PNG = {'compress_level': 1}
 _STYLE = {'lower': dict(ls='--'), 'upper': dict(ls='-.'), 'reference': dict(ls=':')}
 
 
@@ -51,7 +54,7 @@ def __getattr__(name):
 def save(fig, path) -> str:
   """Writes a pyplot figure with `tight_layout` and closes it."""
   fig.tight_layout()
-  fig.savefig(path, dpi=130)
+  fig.savefig(path, dpi=130, pil_kwargs=_PNG)
   __getattr__('plt').close(fig)
   return str(path)
 
@@ -59,7 +62,7 @@ def save(fig, path) -> str:
 def write(fig, path, **margins) -> str:
   """Writes a bare `Figure` (from `figure`) with fixed `subplots_adjust` margins."""
   fig.subplots_adjust(**margins)
-  fig.savefig(path, dpi=130)
+  fig.savefig(path, dpi=130, pil_kwargs=_PNG)
   return str(path)
 
 
