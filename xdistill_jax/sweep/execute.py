@@ -85,7 +85,7 @@ def _compile(setting_fn, sweep_key, example_settings, chunk_size, sharding, vmap
   if exported is None:
     exported = jax.export.export(fn)(*args)
     programs.save(key, exported)
-  lowered = jax.jit(exported.call, **shardings).lower(*args)
+  lowered = jax.jit(programs.named_call(exported, key), **shardings).lower(*args)
   with programs.fresh_compile() as fresh:
     compiled = lowered.compile()
   if fresh():

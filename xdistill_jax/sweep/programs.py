@@ -14,7 +14,8 @@ devices and the settings' dtypes.
   in ≈ 0.2–0.35 s and neither lowers nor consults the compilation cache. Only executables
   XLA has just compiled are stored: one the compilation cache returned does not survive a
   second serialisation on XLA:CPU (its kernels are missing when it runs), so `fresh_compile`
-  watches JAX's cache events.
+  watches JAX's cache events, and the program is named after its key (`named_call`) so that
+  JAX's cache cannot hold it under a key this cache has not seen.
 
 The program a sweep runs is always the exported one (also on the run that writes it), so
 results are bit-identical whether or not the program came from disk. Only the package's own
@@ -165,6 +166,17 @@ def _count(event: str, **_) -> None:
 @functools.cache
 def _listen() -> None:
   jax.monitoring.register_event_listener(_count)
+
+
+def named_call(exported, key: str):
+  """`exported.call` under a name derived from `key`. The name is part of the lowered module
+  and so of JAX's compilation-cache key: when this cache misses (a new key: an edited
+  package, a new version), JAX's misses too, and XLA compiles an executable that can be
+  stored, even where the same program is already in JAX's cache under another name."""
+  def call(*args):
+    return exported.call(*args)
+  call.__name__ = call.__qualname__ = 'xdistill_' + hashlib.sha256(key.encode()).hexdigest()[:16]
+  return call
 
 
 @contextlib.contextmanager
