@@ -878,27 +878,25 @@ def _beta_query(xp, q, a, b):
   return ok, xp.where(ok, q, 0.5), xp.where(ok, a, 1.0), xp.where(ok, b, 1.0)
 
 
-def _bisection_step(xp, betainc, q, a, b, lo, hi):
-  mid = 0.5 * (lo + hi)
-  below = betainc(a, b, mid) < q
-  return xp.where(below, mid, lo), xp.where(below, hi, mid)
-
-
 @jax.jit
 def _beta_quantile_jax(q, a, b):
   """Bisection on I_x(a, b) = q over x ∈ [0, 1] (``jax.scipy.special.betainc``)."""
   dtype = jnp.result_type(q, a, b, float)
   q, a, b = jnp.broadcast_arrays(*(jnp.asarray(v, dtype) for v in (q, a, b)))
   ok, q, a, b = _beta_query(jnp, q, a, b)
-  step = lambda _, bracket: _bisection_step(
-      jnp, jax.scipy.special.betainc, q, a, b, *bracket)
-  lo, hi = jax.lax.fori_loop(0, _BISECTION_STEPS, step, (jnp.zeros_like(q), jnp.ones_like(q)))
+
+  def halve(_, bracket):
+    lo, hi = bracket
+    mid = 0.5 * (lo + hi)
+    below = jax.scipy.special.betainc(a, b, mid) < q
+    return jnp.where(below, mid, lo), jnp.where(below, hi, mid)
+  lo, hi = jax.lax.fori_loop(0, _BISECTION_STEPS, halve, (jnp.zeros_like(q), jnp.ones_like(q)))
   return jnp.where(ok, 0.5 * (lo + hi), jnp.nan)
 
 
 def _beta_quantile_numpy(q, a, b):
-  """``scipy.special.betaincinv`` in float64 (results tables): 30× faster than the bisection
-  on a 16,384-row table and equal to it within 2e-14."""
+  """``scipy.special.betaincinv`` in float64 (results tables; 28× faster than a NumPy
+  bisection on a 16,384-row table, equal to it within 2e-14)."""
   from scipy import special
 
   q, a, b = np.broadcast_arrays(*(np.asarray(v, np.float64) for v in (q, a, b)))

@@ -245,6 +245,14 @@ def _binary_non_target(teacher_logits, student_logits, labels, temperature):
   return jnp.where(invalid(t) | invalid(s), jnp.nan, zero)
 
 
+def _non_target(divergence, teacher_logits, student_logits, labels, temperature):
+  """`divergence(log p̂, log q̂)` of the non-target distributions (known at K = 2)."""
+  if jnp.shape(teacher_logits)[-1] == 2:
+    return _binary_non_target(teacher_logits, student_logits, labels, temperature)
+  _, (p_hat, q_hat) = _split_pair(teacher_logits, student_logits, labels, temperature)
+  return divergence(p_hat, q_hat)
+
+
 def _split_pair(teacher_logits, student_logits, labels, temperature):
   """((log b(p), log b(q)), (log p̂, log q̂))."""
   (b_p, p_hat), (b_q, q_hat) = (target_split(z, labels, temperature)
@@ -304,10 +312,7 @@ def non_target_kl(teacher_logits, student_logits, labels, temperature=1.0):
     >>> round(float(non_target_kl(t, s, jnp.array(0))), 6)  # p̂ = q̂ = (0, .6, .4)
     0.0
   """
-  if jnp.shape(teacher_logits)[-1] == 2:
-    return _binary_non_target(teacher_logits, student_logits, labels, temperature)
-  _, (p_hat, q_hat) = _split_pair(teacher_logits, student_logits, labels, temperature)
-  return _kl_log(p_hat, q_hat)
+  return _non_target(_kl_log, teacher_logits, student_logits, labels, temperature)
 
 
 def non_target_js(teacher_logits, student_logits, labels, temperature=1.0):
@@ -330,10 +335,7 @@ def non_target_js(teacher_logits, student_logits, labels, temperature=1.0):
     >>> float(non_target_js(jnp.array([1.0, 2.0]), jnp.array([3.0, -1.0]), jnp.array(1)))
     0.0
   """
-  if jnp.shape(teacher_logits)[-1] == 2:
-    return _binary_non_target(teacher_logits, student_logits, labels, temperature)
-  _, (p_hat, q_hat) = _split_pair(teacher_logits, student_logits, labels, temperature)
-  return _js_log(p_hat, q_hat)
+  return _non_target(_js_log, teacher_logits, student_logits, labels, temperature)
 
 
 def non_target_tv(teacher_logits, student_logits, labels, temperature=1.0):
@@ -356,10 +358,7 @@ def non_target_tv(teacher_logits, student_logits, labels, temperature=1.0):
     >>> round(float(non_target_tv(t, s, jnp.array(0))), 4)  # p̂=(.6,.4), q̂=(.2,.8)
     0.4
   """
-  if jnp.shape(teacher_logits)[-1] == 2:
-    return _binary_non_target(teacher_logits, student_logits, labels, temperature)
-  _, (p_hat, q_hat) = _split_pair(teacher_logits, student_logits, labels, temperature)
-  return _tv_log(p_hat, q_hat)
+  return _non_target(_tv_log, teacher_logits, student_logits, labels, temperature)
 
 
 def non_target_js_reversed(teacher_logits, student_logits, labels, temperature=1.0):
@@ -389,10 +388,7 @@ def non_target_js_reversed(teacher_logits, student_logits, labels, temperature=1
     >>> bool(non_target_js_reversed(t, s, jnp.array(0)) > jnp.log(2.0))
     True
   """
-  if jnp.shape(teacher_logits)[-1] == 2:
-    return _binary_non_target(teacher_logits, student_logits, labels, temperature)
-  _, (p_hat, q_hat) = _split_pair(teacher_logits, student_logits, labels, temperature)
-  return _js_reversed_log(p_hat, q_hat)
+  return _non_target(_js_reversed_log, teacher_logits, student_logits, labels, temperature)
 
 
 # --------------------------------------------------------------------------------------------
