@@ -13,8 +13,8 @@
    parameters stacked and one vmapped forward pass, against a loop each (what `fit_students`
    does); 32 settings vmapped, one device.
 5. With --protocol-s-steps=N: the three protocol-S experiments (ntdh_kclass, Table 1 on S,
-   the feature mask; 4 overlaps × 4 seeds, N steps) at the automatic vmap width 8 and at the
-   width their configs set on a CPU (1): compile and run, wall and process CPU seconds, and
+   the feature mask; 4 overlaps × 4 seeds, N steps) at the vmap width 8 and at their
+   automatic width on a CPU (1): compile and run, wall and process CPU seconds, and
    CPU seconds per requested setting (width 8 pads 16 settings to 32, the default sweeps of
    50 settings to 64).
 """
@@ -44,6 +44,7 @@ from xdistill_jax import config_files  # noqa: E402
 from xdistill_jax.experiments import ntdh_table1  # noqa: E402
 from xdistill_jax.generators import decisive_features  # noqa: E402
 from xdistill_jax.models import MLP  # noqa: E402
+from xdistill_jax.sweep import runner  # noqa: E402
 from xdistill_jax.sweep.grid import Grid  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -132,7 +133,7 @@ def protocol_s_widths(steps, runs=4):
     pc.steps, pc.runs, pc.overlaps = steps, runs, (20, 15, 5, 0)
     grid = Grid(module.axes(config))
     out[name] = {}
-    for width in (8, config.sweep.vmap_width):
+    for width in (8, runner.vmap_width(config, grid)):
       wall, cpu = time.perf_counter(), time.process_time()
       _, compile_s, run_s = engine_timing.sweep(module.make_setting_fn(config), config.seed,
                                                 grid, width=width)

@@ -22,7 +22,6 @@ def get_config():
   config = base.common_config('ntdh_feature_mask')
   kclass = config_files.sibling(__file__, 'ntdh_kclass')
   config.update(kclass.protocol_s())
-  config.sweep.vmap_width = kclass.s_vmap_width()
   config.runs = 10
   config.keep = 5  # k teacher columns kept (at most the smallest positive overlap, 5)
   config.tag_repeats = 10  # permutations per column; a column's tag is their mean divergence

@@ -15,15 +15,7 @@ Note: with the paper's SGD lr 0.01 and 1000 full-batch steps the MLPs barely tra
 
 import ml_collections
 
-from xdistill_jax import plugins
 from xdistill_jax.experiments import base
-
-
-def s_vmap_width() -> int:
-  """`sweep.vmap_width` of protocol-S sweeps: 1 on CPU-only installs (a setting's 6000-row
-  data fill the cache alone; wider groups ran slower per setting and padded the sweep to a
-  multiple of 16 settings; BENCHMARKS.md), else -1 (the engine's measured choice)."""
-  return -1 if plugins.accelerator_installed() else 1
 
 
 def protocol_s() -> ml_collections.ConfigDict:
@@ -54,5 +46,4 @@ def get_config():
   config.ce_weight = 1.0  # KD student: ce_weight · CE + kd_weight · KL(p_t^T ‖ p_s^T)
   config.kd_weight = 1.0
   config.moments = 5  # K of CMD_K
-  config.sweep.vmap_width = s_vmap_width()
   return config

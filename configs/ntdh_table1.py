@@ -2,9 +2,8 @@
 
   xdistill run --config=configs/ntdh_table1.py --workdir=runs/table1_g
   xdistill run --config=configs/ntdh_table1.py:S --workdir=runs/table1_s
-  (equivalently --config.protocol=S: the S node carries protocol S's own weights; `:S` also
-  sets sweep.vmap_width=1 on a CPU, as configs/ntdh_kclass.py does: add
-  --config.sweep.vmap_width=1 to the --config.protocol=S form for the same program)
+  (equivalently --config.protocol=S: the S node carries protocol S's own weights; on a CPU
+  protocol S runs one setting per vmap group, `ntdh_kclass.cpu_vmap_width`)
 
 Protocol G (default): 6 overlaps × 100 seeds = 600 settings; per setting the teacher and the
 baseline train once, then the nine students (a loop of 1000 full-batch steps each).
@@ -73,8 +72,6 @@ def get_config(protocol='G'):
   config.G.rkd_angle_rows = 16  # RKD on a fixed 3×16-row minibatch (16³ angle triplets)
   kclass = config_files.sibling(__file__, 'ntdh_kclass')
   config.S = kclass.protocol_s()
-  if config.protocol == 'S':
-    config.sweep.vmap_width = kclass.s_vmap_width()
   config.S.update(method_weights('G' if protocol == 'S_g_weights' else 'S'))
   config.S.relational_batch = 256  # of 6000 training examples
   config.S.rkd_angle_rows = 16

@@ -44,7 +44,7 @@ def per_example_divergences(zt, zs, y):
   tckd = p_y * (lp_y - lq_y) + p_not * (lp_not - lq_not)
   lph = nt_t - logsumexp(nt_t, axis=-1, keepdims=True)
   lqh = nt_s - logsumexp(nt_s, axis=-1, keepdims=True)
-  with np.errstate(invalid="ignore"):  # -inf - -inf at the target class, masked out
+  with np.errstate(invalid='ignore'):  # -inf - -inf at the target class, masked out
     nckd = np.sum(np.where(is_y, 0.0, np.exp(lph) * (lph - lqh)), axis=-1)
   return kl, tckd, nckd, p_y
 
@@ -77,7 +77,7 @@ def test_n1_sandwich_holds_on_random_logits(data):
   eps = kl.mean()
   assert _close_le(lower, eps) and _close_le(eps, upper)
   s = B.approximation_error_sandwich_inputs(tckd, nckd, p_y)
-  lo2, hi2 = B.approximation_error_sandwich(s["d_nt"], s["d_tc"], s["max_py"], s["min_py"])
+  lo2, hi2 = B.approximation_error_sandwich(s['d_nt'], s['d_tc'], s['max_py'], s['min_py'])
   assert lo2 == lower and hi2 == upper
 
 
@@ -145,7 +145,7 @@ def test_pinsker_exact_statement_counts_only_possible_flips():
 
 
 @pytest.mark.parametrize(
-  "seed, mask",
+  'seed, mask',
   [
     (0, np.arange(20) < 10),  # protocol G student: first 10 decisive features
     (1, (np.arange(20) >= 6) & (np.arange(20) < 16)),  # a teacher with overlap 4
@@ -199,8 +199,8 @@ def _margin_bound_reference(risk, n, k, rho, lam, frob, delta):
   return risk + c_k * (2.0**j / rho) * frob / n + 3 * math.sqrt(math.log(2 / delta_j) / (2 * n))
 
 
-@pytest.mark.parametrize("lam", [0.01, 1.0, 2.0, 2.0001, 3.7, 4.0, 100.0])
-@pytest.mark.parametrize("k", [2, 3, 8])
+@pytest.mark.parametrize('lam', [0.01, 1.0, 2.0, 2.0001, 3.7, 4.0, 100.0])
+@pytest.mark.parametrize('k', [2, 3, 8])
 def test_margin_bound_constants_and_weight_grid(lam, k):
   rng = np.random.default_rng(k)
   x = rng.normal(size=(150, 6))
@@ -242,19 +242,19 @@ def test_margin_inputs_of_a_linear_head_match_numpy():
   rng = np.random.default_rng(4)
   x = rng.normal(size=(30, 5)).astype(np.float32)
   y = rng.integers(0, 3, 30)
-  params = {"params": {"dense": {"kernel": rng.normal(size=(5, 3)).astype(np.float32),
-                                 "bias": rng.normal(size=3).astype(np.float32)}}}
-  kernel, bias = params["params"]["dense"]["kernel"], params["params"]["dense"]["bias"]
+  params = {'params': {'dense': {'kernel': rng.normal(size=(5, 3)).astype(np.float32),
+                                 'bias': rng.normal(size=3).astype(np.float32)}}}
+  kernel, bias = params['params']['dense']['kernel'], params['params']['dense']['bias']
   logits = x @ kernel + bias
   mask = (np.arange(30) < 20).astype(np.float32)
   out = measures.margin_bound_inputs(jnp.asarray(logits), jnp.asarray(x), jnp.asarray(y),
-                                     params, 1.0, prefix="kd_", weights=jnp.asarray(mask))
+                                     params, 1.0, prefix='kd_', weights=jnp.asarray(mask))
   w_aug = np.concatenate([kernel, bias[None]], 0)
-  assert float(out["kd_margin_norm"]) == pytest.approx(np.sqrt(np.sum(w_aug**2)), rel=1e-5)
-  assert float(out["input_frobenius_norm"]) == pytest.approx(
+  assert float(out['kd_margin_norm']) == pytest.approx(np.sqrt(np.sum(w_aug**2)), rel=1e-5)
+  assert float(out['input_frobenius_norm']) == pytest.approx(
     np.sqrt(np.sum(x[:20] ** 2) + 20), rel=1e-5)
   margins = logits[np.arange(30), y] - np.max(np.where(np.eye(3)[y] > 0, -np.inf, logits), 1)
-  assert float(out["kd_margin_risk"]) == pytest.approx(np.mean(margins[:20] <= 1.0))
+  assert float(out['kd_margin_risk']) == pytest.approx(np.mean(margins[:20] <= 1.0))
 
 
 def test_empirical_margin_risk_conventions_agree_for_two_classes():
@@ -289,7 +289,7 @@ def _features(seed, m=40, d=5):
   return np.random.default_rng(seed).normal(size=(m, d))
 
 
-@pytest.mark.parametrize("seed, d", [(0, 5), (1, 1), (2, 12)])
+@pytest.mark.parametrize('seed, d', [(0, 5), (1, 1), (2, 12)])
 def test_rademacher_closed_form_dominates_monte_carlo(seed, d):
   z = _features(seed, d=d)
   closed = B.rademacher_linear_closed_form(z, 1.5)
@@ -366,10 +366,10 @@ def test_c3_holds_on_random_coupled_predictions(data):
   if not mask.any():
     mask[0] = True
   s = B.coupled_pair_statistics(labels, pred_a, pred_b, broken, mask=mask)
-  assert s["target_err"] == pytest.approx(np.mean(pred_b[mask] != labels[mask]))
-  middle = B.pair_disagreement_bound(s["source_err"], s["pair_disagreement"])
-  split = B.pair_disagreement_split(s["source_err"], s["broken_fraction"], s["clean_disagreement"])
-  assert s["target_err"] <= middle + 1e-12
+  assert s['target_err'] == pytest.approx(np.mean(pred_b[mask] != labels[mask]))
+  middle = B.pair_disagreement_bound(s['source_err'], s['pair_disagreement'])
+  split = B.pair_disagreement_split(s['source_err'], s['broken_fraction'], s['clean_disagreement'])
+  assert s['target_err'] <= middle + 1e-12
   assert middle <= split + 1e-12  # C3-split is deterministic with the observed ε̂
 
 
@@ -475,5 +475,5 @@ def test_jax_inputs_jit_parity():
 
 
 def test_docstring_examples():
-  result = doctest.testmod(B, extraglobs={"jax": jax, "jnp": jnp}, optionflags=doctest.ELLIPSIS)
+  result = doctest.testmod(B, extraglobs={'jax': jax, 'jnp': jnp}, optionflags=doctest.ELLIPSIS)
   assert result.attempted > 20 and result.failed == 0

@@ -117,7 +117,7 @@ def test_temperature_selection_never_sees_the_test_pairs(axis_runs):
   bad = jax.tree.map(lambda a: a[1], runs)
   assert clean['target_err'].shape == (2, 1, 1, len(config.methods))  # [P, M, m, methods]
   # The corruption reached the test errors …
-  assert np.all(np.abs(clean["target_err"] - bad["target_err"]) > 0.15)
+  assert np.all(np.abs(clean['target_err'] - bad['target_err']) > 0.15)
   # … but neither the validation errors nor the selection among profiles moved.
   np.testing.assert_array_equal(clean['val_err'], bad['val_err'])
   np.testing.assert_array_equal(np.argmin(clean['val_err'], 0), np.argmin(bad['val_err'], 0))

@@ -14,15 +14,15 @@ from scipy import integrate, special, stats
 
 from xdistill_jax import divergences as dv
 
-FULL = {"kl": dv.kl, "js": dv.js, "tv": dv.tv}
+FULL = {'kl': dv.kl, 'js': dv.js, 'tv': dv.tv}
 SPLIT = {
-    "target_kl": dv.target_kl,
-    "non_target_kl": dv.non_target_kl,
-    "non_target_js": dv.non_target_js,
-    "non_target_tv": dv.non_target_tv,
-    "non_target_js_reversed": dv.non_target_js_reversed,
+    'target_kl': dv.target_kl,
+    'non_target_kl': dv.non_target_kl,
+    'non_target_js': dv.non_target_js,
+    'non_target_tv': dv.non_target_tv,
+    'non_target_js_reversed': dv.non_target_js_reversed,
 }
-SYMMETRIC = ["js", "tv", "non_target_js", "non_target_tv"]
+SYMMETRIC = ['js', 'tv', 'non_target_js', 'non_target_tv']
 ALL = {**FULL, **SPLIT}
 
 
@@ -38,7 +38,7 @@ def eager_call(name, t, s, y, temperature=1.0):
 def eager_values(t, s, y, temperature):
   """{name: per-example values} of every divergence (and p_y)."""
   values = {name: eager_call(name, t, s, y, temperature) for name in ALL}
-  values["p_y"] = jnp.exp(dv.target_split(t, y, temperature)[0][..., 0])
+  values['p_y'] = jnp.exp(dv.target_split(t, y, temperature)[0][..., 0])
   return values
 
 
@@ -102,12 +102,12 @@ def ref_js_reversed(p, q):
   return 0.5 * ref_kl(m, p) + 0.5 * ref_kl(m, q)
 
 
-REF = {"kl": ref_kl, "js": ref_js, "tv": ref_tv}
+REF = {'kl': ref_kl, 'js': ref_js, 'tv': ref_tv}
 REF_SPLIT = {
-    "non_target_kl": ref_kl,
-    "non_target_js": ref_js,
-    "non_target_tv": ref_tv,
-    "non_target_js_reversed": ref_js_reversed,
+    'non_target_kl': ref_kl,
+    'non_target_js': ref_js,
+    'non_target_tv': ref_tv,
+    'non_target_js_reversed': ref_js_reversed,
 }
 
 
@@ -124,7 +124,7 @@ def ref_split(logits, y, temperature):
 
 def ref_split_divergence(name, t, s, y, temperature):
   (bp, p_hat), (bq, q_hat) = ref_split(t, y, temperature), ref_split(s, y, temperature)
-  if name == "target_kl":
+  if name == 'target_kl':
     return ref_kl(bp, bq)
   return REF_SPLIT[name](p_hat, q_hat)
 
@@ -132,8 +132,8 @@ def ref_split_divergence(name, t, s, y, temperature):
 # --------------------------------------------------------------------------------------------
 # Values.
 # --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("temperature", [1.0, 2.5])
-@pytest.mark.parametrize("name", sorted(ALL))
+@pytest.mark.parametrize('temperature', [1.0, 2.5])
+@pytest.mark.parametrize('name', sorted(ALL))
 def test_values_match_numpy(x64, name, temperature):
   t, s, y = random_case(3, shape=(9,), k=10)  # shapes shared with D1/D2 (one compile)
   temperature = np.full((9, 1), temperature)
@@ -176,19 +176,19 @@ def float32_cases(k, n=48, seed=0):
   return t, s, rng.integers(0, k, n)
 
 
-@pytest.mark.parametrize("k", [3, 10, 100])
+@pytest.mark.parametrize('k', [3, 10, 100])
 def test_split_divergences_float32_match_float64(k):
   """TCKD, NCKD (and KL) in float32 within 1e-5·|ref| + 1e-7 of the float64 formulas, for
   logits up to ±30 and T ∈ {0.7, 1, 4}; never negative. Shifting by max z keeps log p_y
   exact, and the KL is summed as non-negative O(δ²) terms (`_kl_log`)."""
   t, s, y = float32_cases(k)
   f = jax.jit(lambda t, s, y, T: {name: eager_call(name, t, s, y, T)
-                                  for name in ("target_kl", "non_target_kl", "kl")})
+                                  for name in ('target_kl', 'non_target_kl', 'kl')})
   for temperature in (0.7, 1.0, 4.0):
     got = f(t, s, y, temperature)
     p, q = (special.softmax(z.astype(np.float64) / temperature, -1) for z in (t, s))
-    want = {"kl": ref_kl(p, q)}
-    for name in ("target_kl", "non_target_kl"):
+    want = {'kl': ref_kl(p, q)}
+    for name in ('target_kl', 'non_target_kl'):
       want[name] = ref_split_divergence(name, t.astype(np.float64), s.astype(np.float64), y,
                                         temperature)
     for name, value in got.items():
@@ -203,7 +203,7 @@ def test_tckd_repro_of_the_float32_issue():
   unshifted log-sum-exps gave 1.6358e-4)."""
   t, s = np.array([31.0, 29.0, 28.0], np.float32), np.array([31.05, 29.0, 28.0], np.float32)
   # The reference takes the float32 inputs (31.05 is 31.04999924 in float32) to float64.
-  want = ref_split_divergence("target_kl", t[None].astype(np.float64),
+  want = ref_split_divergence('target_kl', t[None].astype(np.float64),
                               s[None].astype(np.float64), np.array([0]), 1.0)[0]
   np.testing.assert_allclose(want, 1.6287e-4, rtol=1e-4)
   got = dv.target_kl(jnp.asarray(t), jnp.asarray(s), jnp.array(0))
@@ -224,7 +224,7 @@ def identity_inputs():
 def test_d1_kl_decomposes(x64):
   for t, s, y, temperature in identity_inputs():
     v = all_values(t, s, y, temperature)
-    lhs, rhs = v["kl"], v["target_kl"] + (1 - v["p_y"]) * v["non_target_kl"]
+    lhs, rhs = v['kl'], v['target_kl'] + (1 - v['p_y']) * v['non_target_kl']
     assert np.all(np.isfinite(lhs)) and np.all(np.isfinite(rhs))
     np.testing.assert_allclose(lhs, rhs, rtol=1e-9, atol=1e-9)
 
@@ -232,10 +232,10 @@ def test_d1_kl_decomposes(x64):
 def test_d2_d3_bounds(x64):
   for t, s, y, temperature in identity_inputs():
     v = all_values(t, s, y, temperature)
-    assert np.all(v["tv"] <= np.sqrt(v["kl"] / 2) + 1e-12)  # D2
-    for name in ["js", "non_target_js"]:
+    assert np.all(v['tv'] <= np.sqrt(v['kl'] / 2) + 1e-12)  # D2
+    for name in ['js', 'non_target_js']:
       assert np.all((v[name] >= -1e-12) & (v[name] <= math.log(2) + 1e-12))  # D3
-    for name in ["tv", "non_target_tv"]:
+    for name in ['tv', 'non_target_tv']:
       assert np.all((v[name] >= 0) & (v[name] <= 1 + 1e-12))  # D3
 
 
@@ -246,8 +246,8 @@ def test_js_reversed_is_not_bounded_by_ln2():
   assert dv.non_target_js(t, s, 0) <= math.log(2) + 1e-6
 
 
-@pytest.mark.parametrize("name", ["non_target_kl", "non_target_js", "non_target_tv",
-                                  "non_target_js_reversed"])
+@pytest.mark.parametrize('name', ['non_target_kl', 'non_target_js', 'non_target_tv',
+                                  'non_target_js_reversed'])
 def test_d4_two_classes_exactly_zero_with_zero_gradient(name):
   t = jnp.array([[3.0, -1.0], [1e4, -1e4], [0.0, 0.0], [-5.0, 7.0]])
   s = jnp.array([[-2.0, 4.0], [-1e4, 1e4], [1.0, 0.0], [8.0, 7.0]])
@@ -260,17 +260,17 @@ def test_d4_two_classes_exactly_zero_with_zero_gradient(name):
 # --------------------------------------------------------------------------------------------
 # Gradients, jit, vmap, extremes.
 # --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("order", [1, 2])
+@pytest.mark.parametrize('order', [1, 2])
 def test_check_grads(x64, order):
   """All divergences at order 1 (outputs concatenated: one compile), KL and NCKD at order 2."""
   t, s, y = (jnp.asarray(a) for a in random_case(6, shape=(3,), k=4, scale=1.0))
-  names = sorted(ALL) if order == 1 else ["kl", "non_target_kl"]
+  names = sorted(ALL) if order == 1 else ['kl', 'non_target_kl']
   f = jax.jit(lambda a, b: jnp.concatenate([eager_call(n, a, b, y, 1.3) for n in names]))
-  check_grads(f, (t, s), order=order, modes=["rev"])
+  check_grads(f, (t, s), order=order, modes=['rev'])
 
 
 def test_jit_and_vmap():
-  t, s, y = (jnp.asarray(a, jnp.float32) if a.dtype.kind == "f" else jnp.asarray(a)
+  t, s, y = (jnp.asarray(a, jnp.float32) if a.dtype.kind == 'f' else jnp.asarray(a)
              for a in random_case(7, shape=(3, 4), k=5))
   eager = eager_values(t, s, y, 2.0)
   jitted = all_values(t, s, y, 2.0)
@@ -283,11 +283,11 @@ def test_jit_and_vmap():
                                rtol=1e-5, atol=1e-6, err_msg=name)
 
 
-@pytest.mark.parametrize("case", ["K=2", "K=5", "K=1000"])
+@pytest.mark.parametrize('case', ['K=2', 'K=5', 'K=1000'])
 def test_extreme_inputs_finite_values_and_gradients(case):
   """Logits ±1e4, one-hot-like and equal logits, K = 2, 5 and 1000, T = 0.5 and 1."""
-  cases = {"K=2": extreme_cases(k=2), "K=5": extreme_cases(k=5),
-           "K=1000": random_case(8, shape=(2,), k=1000, scale=1e4)}
+  cases = {'K=2': extreme_cases(k=2), 'K=5': extreme_cases(k=5),
+           'K=1000': random_case(8, shape=(2,), k=1000, scale=1e4)}
   t, s, y = cases[case]
   t, s = jnp.asarray(t, jnp.float32), jnp.asarray(s, jnp.float32)
   temperature = jnp.asarray(np.resize([0.5, 1.0], (len(t), 1)), jnp.float32)
@@ -305,14 +305,14 @@ def test_zero_probability_classes_contribute_zero():
   t, s = jnp.asarray(t, jnp.float32), jnp.asarray(s, jnp.float32)
   temperature = jnp.asarray(np.resize([0.5, 1.0], (24, 1)), jnp.float32)
   results = all_values_and_grads(t, s, jnp.asarray(y), temperature)
-  for name in ALL.keys() - {"non_target_js_reversed"}:
+  for name in ALL.keys() - {'non_target_js_reversed'}:
     value, grads = results[name]
     assert np.isfinite(value), name
     for g in grads:
       assert np.all(np.isfinite(g)), name
   want = ref_kl(*(special.softmax(np.asarray(z, np.float64) / np.asarray(temperature), -1)
                   for z in (t, s)))
-  np.testing.assert_allclose(results["kl"][0], want.sum(), rtol=1e-5)
+  np.testing.assert_allclose(results['kl'][0], want.sum(), rtol=1e-5)
 
 
 # --------------------------------------------------------------------------------------------
@@ -322,7 +322,7 @@ def test_zero_probability_classes_contribute_zero():
 def batches(draw):
   """(teacher, student, labels, per-row shifts, per-row temperatures), 9 rows."""
   k = draw(st.sampled_from([2, 10]))  # shapes shared with D1/D2: no new compile
-  t, s = (draw(hnp.arrays(np.float64, (9, k), elements=st.floats(-50, 50))) for _ in "ts")
+  t, s = (draw(hnp.arrays(np.float64, (9, k), elements=st.floats(-50, 50))) for _ in 'ts')
   y = draw(hnp.arrays(np.int64, (9,), elements=st.integers(0, k - 1)))
   shifts = draw(hnp.arrays(np.float64, (2, 9, 1), elements=st.floats(-100, 100)))
   temperature = draw(hnp.arrays(np.float64, (9, 1), elements=st.sampled_from([0.5, 1.0, 3.0])))
@@ -357,7 +357,7 @@ def ref_central_moment_discrepancy(x, y, moments):
   return total
 
 
-moment_discrepancy = jax.jit(dv.central_moment_discrepancy, static_argnames="moments")
+moment_discrepancy = jax.jit(dv.central_moment_discrepancy, static_argnames='moments')
 
 
 def test_central_moment_discrepancy_values(x64):
@@ -377,7 +377,7 @@ def test_central_moment_discrepancy_gradients_jit_vmap(x64):
   rng = np.random.default_rng(10)
   x, y = jnp.asarray(rng.normal(size=(3, 5, 2))), jnp.asarray(rng.normal(size=(3, 4, 2)))
   moment_discrepancy_3 = functools.partial(moment_discrepancy, moments=3)
-  check_grads(moment_discrepancy_3, (x[0], y[0]), order=1, modes=["rev"])
+  check_grads(moment_discrepancy_3, (x[0], y[0]), order=1, modes=['rev'])
   same = jnp.ones((4, 2))  # identical samples: every norm is exactly at 0
   value, grad = jax.jit(jax.value_and_grad(dv.central_moment_discrepancy))(same, same)
   assert value == 0.0 and np.all(np.isfinite(grad))

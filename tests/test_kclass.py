@@ -114,19 +114,48 @@ def test_bayes_floors_of_both_modalities_equal_one_floor_per_modality():
   assert set(both) == {'bayes_floor_a', 'bayes_floor_a_se', 'bayes_floor_b', 'bayes_floor_b_se'}
 
 
-def test_protocol_s_configs_run_one_setting_per_group_on_a_cpu(monkeypatch):
-  """Protocol-S configs set `sweep.vmap_width` to 1 on a CPU-only install; protocol G, and
-  any install with an accelerator plugin, keep the engine's automatic width (-1)."""
+def test_protocol_s_sweeps_run_one_setting_per_group_on_a_cpu():
+  """The automatic width (-1) resolves to 1 for every protocol-S sweep on a CPU, the
+  `--config.protocol=S` override of Table 1 included, and to the engine's 8 for protocol G;
+  on an accelerator (a `measure`) the timed candidates decide for protocol S too."""
   from xdistill_jax import config_files
-  from xdistill_jax import plugins
-  monkeypatch.setattr(plugins, 'accelerator_installed', lambda: False)
+  from xdistill_jax import experiments
+  from xdistill_jax.sweep import runner
+  from xdistill_jax.sweep.grid import Grid
+
+  def resolved(name, arg=None, measure=None, **fields):
+    config = config_files.load(name, arg)
+    for field, value in fields.items():
+      config[field] = value
+    assert config.sweep.vmap_width == -1, name
+    grid = Grid(experiments.get(config.experiment).axes(config))
+    return runner.vmap_width(config, grid, measure)
+
   for name, arg in (('ntdh_kclass', None), ('ntdh_feature_mask', None), ('ntdh_table1', 'S'),
                     ('ntdh_table1', 'S_g_weights')):
-    assert config_files.load(name, arg).sweep.vmap_width == 1, (name, arg)
-  assert config_files.load('ntdh_table1', 'G').sweep.vmap_width == -1
-  monkeypatch.setattr(plugins, 'accelerator_installed', lambda: True)
-  for name, arg in (('ntdh_kclass', None), ('ntdh_feature_mask', None), ('ntdh_table1', 'S')):
-    assert config_files.load(name, arg).sweep.vmap_width == -1, (name, arg)
+    assert resolved(name, arg) == 1, (name, arg)
+  assert resolved('ntdh_table1', 'G', protocol='S') == 1
+  assert resolved('ntdh_table1', 'G') == 8
+  assert resolved('ntdh_overlap') == 8
+  assert resolved('ntdh_kclass', measure=lambda width: 1.0 / width) > 1
+
+
+def test_protocol_s_sweeps_commit_short_automatic_chunks():
+  """Protocol-S experiments cap automatic chunks (a few seconds of work each); protocol G
+  keeps the engine's cap, and `make_runner` honours the cap (rounded to whole groups)."""
+  from xdistill_jax import config_files
+  from xdistill_jax import experiments
+  from xdistill_jax.sweep import execute
+  cap = lambda name, arg=None: experiments.get(name).max_auto_chunk(config_files.load(name, arg))
+  assert cap('ntdh_kclass') == 10
+  assert cap('ntdh_feature_mask') == cap('ntdh_table1', 'S') == 4
+  assert cap('ntdh_table1', 'G') is None and experiments.get('ntdh_overlap').max_auto_chunk is None
+  settings = {'a': np.zeros(1, np.float32)}
+  n = jax.device_count()  # width 1: chunks are whole multiples of the device count
+  for max_chunk in (4, 5, execute.MAX_AUTO_CHUNK):
+    run = execute.make_runner(lambda key, s: {'b': 2 * s['a']}, jax.random.key(0), settings,
+                              num_settings=40, vmap_width=1, max_chunk=max_chunk)
+    assert run.chunk_size == -(-min(max_chunk, 40) // n) * n, (max_chunk, run.chunk_size)
 
 
 @pytest.mark.slow  # two compilations of the protocol-S program (~100 s CPU at load 28)

@@ -19,7 +19,7 @@ ARGS = [
     ['configs/ntdh_kclass.py'],
     ['configs/ntdh_kclass.py', 'runs/my dir'],
     ['configs/ntdh_kclass.py', 'runs/my dir', '--config.runs=3'],
-    ['configs/ntdh_kclass.py', 'runs/my dir', '--config.runs=3', "--config.overlaps=(0, 4)"],
+    ['configs/ntdh_kclass.py', 'runs/my dir', '--config.runs=3', '--config.overlaps=(0, 4)'],
 ]
 
 

@@ -159,7 +159,7 @@ def test_dkd_values(x64):
   np.testing.assert_allclose(default, ref_dkd(s, t, y, 1.0, 8.0, 4.0, 1.0), rtol=1e-10)
 
 
-@pytest.mark.parametrize("scale", [2.0, 1e4])
+@pytest.mark.parametrize('scale', [2.0, 1e4])
 def test_dkd_with_beta_one_minus_p_y_equals_scaled_kd(x64, scale):
   """α = 1, β = 1 − p_y per example: DKD = T² KD (theory.md D1)."""
   s, t, y = logit_case(2, n=8, k=6, scale=scale)
@@ -172,7 +172,7 @@ def test_dkd_with_beta_one_minus_p_y_equals_scaled_kd(x64, scale):
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize("k", [3, 100])
+@pytest.mark.parametrize('k', [3, 100])
 def test_dkd_in_float32_matches_the_float64_formula(k):
   """DKD shares `target_split`: float32 within 1e-5·|ref| + 1e-7 (per unit of T²(α + β)) of
   the float64 formula for logits up to ±30, with finite gradients."""
@@ -268,10 +268,10 @@ def test_scale_invariances():
   """RKD, PKT, SP and the cosine losses only see directions / relative geometry."""
   s, t = (jnp.asarray(a, jnp.float32) for a in feature_case(8, dt=DS))
   y = jnp.zeros(N, int)
-  base, scaled, moved = (JIT_VALUES["features"](x, t, y) for x in (s, 3.0 * s, s + 5.0))
-  for name in ["rkd", "pkt", "sp", "crd", "infonce", "cmc_loss", "cmd_loss", "l2_align"]:
+  base, scaled, moved = (JIT_VALUES['features'](x, t, y) for x in (s, 3.0 * s, s + 5.0))
+  for name in ['rkd', 'pkt', 'sp', 'crd', 'infonce', 'cmc_loss', 'cmd_loss', 'l2_align']:
     np.testing.assert_allclose(scaled[name], base[name], rtol=1e-4, atol=1e-6, err_msg=name)
-  np.testing.assert_allclose(moved["rkd"], base["rkd"], rtol=1e-4)  # and to translation
+  np.testing.assert_allclose(moved['rkd'], base['rkd'], rtol=1e-4)  # and to translation
 
 
 # --------------------------------------------------------------------------------------------
@@ -282,22 +282,22 @@ def _logit(f, **kw):
 
 
 ALL = {  # name -> (f(student, teacher, labels), kind of inputs)
-    "kd": (lambda s, t, y: losses.kd(s, t, 2.0), "logits"),
-    "dkd": (_logit(losses.dkd, beta=2.0, temperature=2.0), "logits"),
-    "masked_kd": (_logit(losses.masked_kd, threshold=0.9), "logits"),
-    "fitnet": (lambda s, t, y: losses.fitnet(s, t), "features"),
-    "rkd": (lambda s, t, y: losses.rkd(s, t), "features"),
-    "pkt": (lambda s, t, y: losses.pkt(s, t), "features"),
-    "sp": (lambda s, t, y: losses.sp(s, t), "features"),
-    "crd": (lambda s, t, y: losses.crd(s, t, 0.5), "features"),
-    "infonce": (lambda s, t, y: losses.infonce(s, t, 0.5), "features"),
-    "cmd_loss": (lambda s, t, y: losses.cmd_loss(s, t, 0.5, 0.2), "features"),
-    "cmc_loss": (lambda s, t, y: losses.cmc_loss(s, t, 0.5), "features"),
-    "l2_align": (lambda s, t, y: losses.l2_align(s, t), "features"),
+    'kd': (lambda s, t, y: losses.kd(s, t, 2.0), 'logits'),
+    'dkd': (_logit(losses.dkd, beta=2.0, temperature=2.0), 'logits'),
+    'masked_kd': (_logit(losses.masked_kd, threshold=0.9), 'logits'),
+    'fitnet': (lambda s, t, y: losses.fitnet(s, t), 'features'),
+    'rkd': (lambda s, t, y: losses.rkd(s, t), 'features'),
+    'pkt': (lambda s, t, y: losses.pkt(s, t), 'features'),
+    'sp': (lambda s, t, y: losses.sp(s, t), 'features'),
+    'crd': (lambda s, t, y: losses.crd(s, t, 0.5), 'features'),
+    'infonce': (lambda s, t, y: losses.infonce(s, t, 0.5), 'features'),
+    'cmd_loss': (lambda s, t, y: losses.cmd_loss(s, t, 0.5, 0.2), 'features'),
+    'cmc_loss': (lambda s, t, y: losses.cmc_loss(s, t, 0.5), 'features'),
+    'l2_align': (lambda s, t, y: losses.l2_align(s, t), 'features'),
 }
 
 
-KINDS = ["logits", "features"]
+KINDS = ['logits', 'features']
 
 
 def values_of(kind):
@@ -319,7 +319,7 @@ def values_and_grads_of(kind):
 
 
 def inputs(name, seed, n=N, dtype=np.float64):
-  if ALL[name][1] == "logits":
+  if ALL[name][1] == 'logits':
     s, t, y = logit_case(seed, n=n)
   else:
     s, t = feature_case(seed, n=n, dt=DS)
@@ -327,22 +327,22 @@ def inputs(name, seed, n=N, dtype=np.float64):
   return jnp.asarray(s, dtype), jnp.asarray(t, dtype), jnp.asarray(y)
 
 
-@pytest.mark.parametrize("kind, order", [("logits", 1), ("logits", 2), ("features", 1)])
+@pytest.mark.parametrize('kind, order', [('logits', 1), ('logits', 2), ('features', 1)])
 def test_check_grads(x64, kind, order):
   """Every loss of a kind at once (outputs concatenated: one compile); KD/DKD at order 2."""
   name = next(name for name, (_, k) in ALL.items() if k == kind)
   s, t, y = inputs(name, 9, n=4)
-  names = ["kd", "dkd"] if order == 2 else [n for n, (_, k) in ALL.items() if k == kind]
+  names = ['kd', 'dkd'] if order == 2 else [n for n, (_, k) in ALL.items() if k == kind]
 
   def f(a, b):
     # cmd_loss stop-gradients its teacher side by design: differentiate its student only.
-    outputs = [ALL[n][0](a, t if n == "cmd_loss" else b, y) for n in names]
+    outputs = [ALL[n][0](a, t if n == 'cmd_loss' else b, y) for n in names]
     return jnp.concatenate([jnp.atleast_1d(o) for o in outputs])
 
-  check_grads(jax.jit(f), (s, t), order=order, modes=["rev"])
+  check_grads(jax.jit(f), (s, t), order=order, modes=['rev'])
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize('kind', KINDS)
 def test_jit_and_vmap(kind):
   f = values_of(kind)
   name = next(name for name, (_, k) in ALL.items() if k == kind)
@@ -361,7 +361,7 @@ def test_jit_and_vmap(kind):
 
 def degenerate_inputs(kind):
   """Features: zero vectors, identical points, huge values. Logits: ±1e4, K = 2 and 1000."""
-  if kind == "features":
+  if kind == 'features':
     zero, same = np.zeros((4, DS)), np.ones((4, DS))
     mixed = np.array([[0.0, 0.0, 0.0], [1.0, 2.0, 3.0], [1.0, 2.0, 3.0], [1e4, -1e4, 0.0]])
     return [(zero, mixed), (same, zero), (mixed, mixed), (mixed, same)]
@@ -373,7 +373,7 @@ def degenerate_inputs(kind):
   return [two_classes, (huge, huge[::-1], np.array([3, 999]))]
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize('kind', KINDS)
 def test_degenerate_inputs_finite_values_and_gradients(kind):
   values_and_grads = values_and_grads_of(kind)
   for case in degenerate_inputs(kind):
@@ -390,7 +390,7 @@ def test_degenerate_inputs_finite_values_and_gradients(kind):
 # --------------------------------------------------------------------------------------------
 @st.composite
 def logit_batches(draw):
-  s, t = (draw(hnp.arrays(np.float64, (3, K), elements=st.floats(-30, 30))) for _ in "st")
+  s, t = (draw(hnp.arrays(np.float64, (3, K), elements=st.floats(-30, 30))) for _ in 'st')
   y = draw(hnp.arrays(np.int64, (3,), elements=st.integers(0, K - 1)))
   shifts = draw(hnp.arrays(np.float64, (2, 3, 1), elements=st.floats(-100, 100)))
   return s, t, y, shifts
@@ -402,9 +402,9 @@ def test_logit_loss_properties(case):
   s, t, y, (cs, ct) = case
   with jax.enable_x64(True):
     s, t, y = jnp.asarray(s), jnp.asarray(t), jnp.asarray(y)
-    values = JIT_VALUES["logits"](s, t, y)
-    shifted = JIT_VALUES["logits"](s + cs, t + ct, y)
-    for name in ["kd", "dkd"]:  # masked_kd's ω uses cosines of raw logits: not invariant
+    values = JIT_VALUES['logits'](s, t, y)
+    shifted = JIT_VALUES['logits'](s + cs, t + ct, y)
+    for name in ['kd', 'dkd']:  # masked_kd's ω uses cosines of raw logits: not invariant
       assert np.all(values[name] >= -1e-10)
       np.testing.assert_allclose(shifted[name], values[name], rtol=1e-6, atol=1e-8)
 
@@ -413,17 +413,17 @@ def test_logit_loss_properties(case):
 @given(hnp.arrays(np.float64, (2, 4, DS), elements=st.floats(-10, 10)))
 def test_embedding_loss_properties(pair):
   s, t = jnp.asarray(pair[0], jnp.float32), jnp.asarray(pair[1], jnp.float32)
-  v = JIT_VALUES["features"](s, t, jnp.zeros(4, int))
+  v = JIT_VALUES['features'](s, t, jnp.zeros(4, int))
   for name, x in v.items():
     assert np.all(np.isfinite(x)) and np.all(x >= -1e-5), name
-  assert np.all(v["l2_align"] <= 4 + 1e-5)
+  assert np.all(v['l2_align'] <= 4 + 1e-5)
 
 
 
 # --------------------------------------------------------------------------------------------
 # RKD's normaliser, teacher targets, float32 and the CPU-only forms.
 # --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize('dtype', [np.float32, np.float64])
 def test_rkd_distance_normaliser_counts_coincident_pairs(dtype):
   """The issue's repro: t has a coincident pair, μ_t = 2/3 (RepDistiller), loss 0.125."""
   with jax.enable_x64(dtype == np.float64):
@@ -465,7 +465,7 @@ def test_rkd_on_a_row_sample_and_with_a_teacher_target(x64):
   sampled = losses.rkd(rows(js[:5]), rows(jt[:5]), 0.0, 50.0, angle_rows=5)
   np.testing.assert_allclose(sampled, ref_rkd(s[:5], t[:5], 0.0, 50.0), rtol=1e-10)
   np.testing.assert_allclose(full, ref_rkd(s[:5], t[:5], 25.0, 50.0), rtol=1e-10)
-  with pytest.raises(ValueError, match="angle_rows"):
+  with pytest.raises(ValueError, match='angle_rows'):
     losses.rkd_target(jt, 5)
 
 
@@ -480,18 +480,18 @@ def test_pkt_and_sp_with_teacher_targets(x64):
                              rtol=1e-10)
 
 
-@pytest.mark.parametrize("d", [2, 8])
+@pytest.mark.parametrize('d', [2, 8])
 def test_relational_losses_in_float32_match_the_float64_formulas(d):
   """Values and gradients in float32 against the NumPy formulas / float64 library."""
   rng = np.random.default_rng(22)
   s, t = rng.normal(size=(24, d)), rng.normal(size=(24, d))
-  fns = {"rkd": lambda a, b: losses.rkd(a, b, 25.0, 50.0),
-         "pkt": lambda a, b: jnp.sum(losses.pkt(a, b)),
-         "sp": lambda a, b: losses.sp(a, b),
-         "crd": lambda a, b: jnp.sum(losses.crd(a, b))}
+  fns = {'rkd': lambda a, b: losses.rkd(a, b, 25.0, 50.0),
+         'pkt': lambda a, b: jnp.sum(losses.pkt(a, b)),
+         'sp': lambda a, b: losses.sp(a, b),
+         'crd': lambda a, b: jnp.sum(losses.crd(a, b))}
   crd = 0.5 * (ref_infonce(s, t, 0.07) + ref_infonce(t, s, 0.07)).sum()
-  refs = {"rkd": ref_rkd(s, t, 25.0, 50.0), "pkt": ref_pkt(s, t, 1e-7).sum(),
-          "sp": ref_sp(s, t), "crd": crd}
+  refs = {'rkd': ref_rkd(s, t, 25.0, 50.0), 'pkt': ref_pkt(s, t, 1e-7).sum(),
+          'sp': ref_sp(s, t), 'crd': crd}
 
   def values_and_grads(a, b):
     return jax.jit(lambda a, b: {k: jax.value_and_grad(f)(a, b) for k, f in fns.items()})(a, b)
@@ -505,7 +505,7 @@ def test_relational_losses_in_float32_match_the_float64_formulas(d):
     # PKT's kernel (1 + cos)/2 nearly vanishes for antipodal rows (common for d = 2), where
     # 1 + cos cancels in float32 and its log's derivative 1/(K + ε r) is large.
     g32, g64 = np.asarray(got[name][1], np.float64), np.asarray(want[name][1])
-    tolerance = 1e-2 if name == "pkt" else 1e-4
+    tolerance = 1e-2 if name == 'pkt' else 1e-4
     assert np.linalg.norm(g32 - g64) <= tolerance * np.linalg.norm(g64), name
 
 
@@ -531,24 +531,24 @@ def test_cpu_forms_and_plain_forms_agree(monkeypatch):
   """The per-plane pairwise terms and column-wise narrow products (CPU backend) against the
   plain forms accelerators get, both run here on the CPU."""
   rng = np.random.default_rng(24)
-  s, t = (jnp.asarray(rng.normal(size=(16, 2)), jnp.float32) for _ in "st")
+  s, t = (jnp.asarray(rng.normal(size=(16, 2)), jnp.float32) for _ in 'st')
   x = jnp.asarray(rng.normal(size=(16, 5)), jnp.float32)
   dense = models.TorchDense(3)
   params = dense.init(jax.random.key(0), x)
 
   def everything(s, t, x):
     out = {name: jax.value_and_grad(f)(s, t) for name, f in {
-        "rkd": lambda a, b: losses.rkd(a, b, 25.0, 50.0),
-        "rkd_sample": lambda a, b: losses.rkd(a[:15], b[:15], 25.0, 50.0, angle_rows=5),
-        "pkt": lambda a, b: jnp.sum(losses.pkt(a, b)),
-        "infonce": lambda a, b: jnp.sum(losses.infonce(a, b)),
-        "crd": lambda a, b: jnp.sum(losses.crd(a, b))}.items()}
-    out["dense"] = jax.value_and_grad(lambda p: jnp.sum(jnp.sin(dense.apply(p, x))))(params)
+        'rkd': lambda a, b: losses.rkd(a, b, 25.0, 50.0),
+        'rkd_sample': lambda a, b: losses.rkd(a[:15], b[:15], 25.0, 50.0, angle_rows=5),
+        'pkt': lambda a, b: jnp.sum(losses.pkt(a, b)),
+        'infonce': lambda a, b: jnp.sum(losses.infonce(a, b)),
+        'crd': lambda a, b: jnp.sum(losses.crd(a, b))}.items()}
+    out['dense'] = jax.value_and_grad(lambda p: jnp.sum(jnp.sin(dense.apply(p, x))))(params)
     return out
 
   assert models.cpu_forms()  # the test machine's backend
   cpu = jax.jit(lambda *a: everything(*a))(s, t, x)
-  monkeypatch.setattr(models, "cpu_forms", lambda: False)
+  monkeypatch.setattr(models, 'cpu_forms', lambda: False)
   plain = jax.jit(lambda *a: everything(*a))(s, t, x)
   for name in cpu:
     for a, b in zip(jax.tree.leaves(cpu[name]), jax.tree.leaves(plain[name])):

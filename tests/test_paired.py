@@ -126,7 +126,7 @@ def test_config_errors(tmp_path):
     check(_config(''))
   with pytest.raises(ConfigError, match='config.rkd_angle_rows=16 is invalid; allowed: at most 10'):
     check(_config(path))
-  with pytest.raises(ConfigError, match="config.methods=.* is invalid"):
+  with pytest.raises(ConfigError, match='config.methods=.* is invalid'):
     check(_config(path, methods=('kl', 'nope')))
 
 

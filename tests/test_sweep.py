@@ -24,7 +24,7 @@ from xdistill_jax.sweep import runner
 from xdistill_jax.sweep.grid import Grid
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-TINY = ['--config.runs=2', "--config.overlaps=(0,10)", '--config.steps=40',
+TINY = ['--config.runs=2', '--config.overlaps=(0,10)', '--config.steps=40',
         '--config.n_train=48', '--config.n_test=64', '--config.sweep.progress=False']
 
 

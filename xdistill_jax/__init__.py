@@ -4,4 +4,4 @@ Import the function library directly (`xdistill_jax.divergences`, `xdistill_jax.
 `xdistill_jax.bounds`); experiments and the sweep engine live in their own subpackages.
 """
 
-__version__ = "0.1.0"
+__version__ = '0.1.0'

@@ -110,35 +110,35 @@ import numpy as np
 from xdistill_jax import bounds as _b
 
 __all__ = [
-    "Bound",
-    "register",
-    "unregister",
-    "bound",
-    "get",
-    "names",
-    "applicable",
-    "relevant",
-    "load",
-    "evaluate",
-    "report_lines",
+    'Bound',
+    'register',
+    'unregister',
+    'bound',
+    'get',
+    'names',
+    'applicable',
+    'relevant',
+    'load',
+    'evaluate',
+    'report_lines',
 ]
 
-SIDES = ("lower", "upper")
-KINDS = ("deterministic", "probabilistic", "test-set", "expected-floor", "reference")
+SIDES = ('lower', 'upper')
+KINDS = ('deterministic', 'probabilistic', 'test-set', 'expected-floor', 'reference')
 # How each kind is judged against its target column (docs/theory.md, "Kinds").
 RULES = {
-    "deterministic": "violated where bound and target disagree beyond float tolerance (a bug)",
-    "probabilistic": (
+    'deterministic': 'violated where bound and target disagree beyond float tolerance (a bug)',
+    'probabilistic': (
         "violated only where the target's test-set interval at level delta (Clopper-Pearson "
-        "for *_err columns, normal for columns with a *_se companion) lies entirely on the "
-        "wrong side"
+        'for *_err columns, normal for columns with a *_se companion) lies entirely on the '
+        'wrong side'
     ),
-    "test-set": "not judged: computed from the same test set as its target",
-    "expected-floor": (
+    'test-set': 'not judged: computed from the same test set as its target',
+    'expected-floor': (
         "violated only where the target's test-set interval at level delta (as for "
-        "probabilistic) lies entirely on the wrong side of the exact expected value"
+        'probabilistic) lies entirely on the wrong side of the exact expected value'
     ),
-    "reference": "not judged: a guide curve, not a bound",
+    'reference': 'not judged: a guide curve, not a bound',
 }
 DEFAULT_DELTA = 0.05  # level of the judging interval when the table has no confidence_delta
 
@@ -171,28 +171,28 @@ class Bound:
   side: str
   kind: str
   requires: tuple[str, ...]
-  description: str = ""
-  sample_size: str = "n_test"
+  description: str = ''
+  sample_size: str = 'n_test'
 
   def __post_init__(self):
     if not self.name or not isinstance(self.name, str):
-      raise ValueError(f"bound name must be a non-empty string, got {self.name!r}")
+      raise ValueError(f'bound name must be a non-empty string, got {self.name!r}')
     if self.side not in SIDES:
-      raise ValueError(f"bound {self.name!r}: side must be one of {SIDES}, got {self.side!r}")
+      raise ValueError(f'bound {self.name!r}: side must be one of {SIDES}, got {self.side!r}')
     if self.kind not in KINDS:
-      raise ValueError(f"bound {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
+      raise ValueError(f'bound {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}')
     if not callable(self.fn):
-      raise TypeError(f"bound {self.name!r}: fn must be callable")
+      raise TypeError(f'bound {self.name!r}: fn must be callable')
     requires = (self.requires,) if isinstance(self.requires, str) else tuple(self.requires)
-    object.__setattr__(self, "requires", requires)
-    if self.target in requires and self.kind != "test-set":
-      raise ValueError(f"bound {self.name!r} may not read its own target {self.target!r}")
+    object.__setattr__(self, 'requires', requires)
+    if self.target in requires and self.kind != 'test-set':
+      raise ValueError(f'bound {self.name!r} may not read its own target {self.target!r}')
 
   def __call__(self, table: Mapping[str, np.ndarray]) -> np.ndarray:
     """Evaluate on a table; the function sees only the required columns."""
     missing = [c for c in self.requires if c not in table]
     if missing:
-      raise ValueError(f"bound {self.name!r} needs columns {missing} that the table lacks")
+      raise ValueError(f'bound {self.name!r} needs columns {missing} that the table lacks')
     return np.asarray(self.fn(_Columns(self, table)))
 
 
@@ -205,7 +205,7 @@ class _Columns(dict):
 
   def __missing__(self, column):
     raise KeyError(
-        f"bound {self._name!r} read column {column!r}, which is not in its requires"
+        f'bound {self._name!r} read column {column!r}, which is not in its requires'
     )
 
 
@@ -216,8 +216,8 @@ def _same_definition(a: Bound, b: Bound) -> bool:
   """True for the same object or the same function re-created (e.g. a module reload)."""
   if a is b:
     return True
-  key = lambda x: (getattr(x.fn, "__module__", None), getattr(x.fn, "__qualname__", None))
-  return key(a) == key(b) and key(a)[1] is not None and "<lambda>" not in key(a)[1]
+  key = lambda x: (getattr(x.fn, '__module__', None), getattr(x.fn, '__qualname__', None))
+  return key(a) == key(b) and key(a)[1] is not None and '<lambda>' not in key(a)[1]
 
 
 def register(bound: Bound, *, overwrite: bool = False) -> Bound:
@@ -228,11 +228,11 @@ def register(bound: Bound, *, overwrite: bool = False) -> Bound:
   replaces it silently.
   """
   if not isinstance(bound, Bound):
-    raise TypeError(f"register expects a Bound, got {type(bound).__name__}")
+    raise TypeError(f'register expects a Bound, got {type(bound).__name__}')
   old = _REGISTRY.get(bound.name)
   if old is not None and not overwrite and not _same_definition(old, bound):
     raise ValueError(
-        f"a bound named {bound.name!r} is already registered; pass overwrite=True to replace it"
+        f'a bound named {bound.name!r} is already registered; pass overwrite=True to replace it'
     )
   _REGISTRY[bound.name] = bound
   return bound
@@ -250,7 +250,7 @@ def bound(
     side: str,
     kind: str,
     requires: Iterable[str],
-    description: str = "",
+    description: str = '',
     overwrite: bool = False,
 ):
   """Decorator form of :func:`register`; the decorated name becomes the (callable) Bound.
@@ -264,7 +264,7 @@ def bound(
   """
 
   def wrap(fn):
-    doc = description or (fn.__doc__ or "").strip().split("\n")[0]
+    doc = description or (fn.__doc__ or '').strip().split('\n')[0]
     return register(
         Bound(name, fn, target, side, kind, tuple(requires), doc), overwrite=overwrite
     )
@@ -312,18 +312,18 @@ def load(spec: str | Iterable[str]):
   """
   if not isinstance(spec, str):
     return [load(s) for s in spec]
-  module_name, _, attr = spec.partition(":")
+  module_name, _, attr = spec.partition(':')
   try:
     obj = importlib.import_module(module_name)
   except ImportError as e:
-    raise ImportError(f"cannot import bound module {module_name!r} (from {spec!r}): {e}") from e
+    raise ImportError(f'cannot import bound module {module_name!r} (from {spec!r}): {e}') from e
   if not attr:
     return obj
-  for part in attr.split("."):
+  for part in attr.split('.'):
     try:
       obj = getattr(obj, part)
     except AttributeError:
-      raise AttributeError(f"{spec!r}: {module_name!r} has no attribute {attr!r}") from None
+      raise AttributeError(f'{spec!r}: {module_name!r} has no attribute {attr!r}') from None
   for b in obj if isinstance(obj, (list, tuple)) else (obj,):
     if isinstance(b, Bound) and _REGISTRY.get(b.name) is not b:
       register(b)
@@ -334,7 +334,7 @@ def _finite_rows(table: Mapping[str, np.ndarray], columns: Iterable[str], rows: 
   """True on the rows where every column is a finite number."""
   ok = np.ones(rows, bool)
   for c in columns:
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid='ignore'):
       values = np.asarray(table[c], dtype=np.float64)
     ok &= np.broadcast_to(np.isfinite(values), (rows,))
   return ok
@@ -347,24 +347,24 @@ def _interval(b: Bound, table: Mapping[str, np.ndarray], target: np.ndarray, del
   when the *upper* limit is below it. ``None`` when the table carries no sample size or
   standard error for the target.
   """
-  if b.target + "_se" in table:
+  if b.target + '_se' in table:
     from scipy.special import ndtri  # the normal quantile; scipy.stats costs ~1 s to import
 
     z = ndtri(1.0 - delta)
-    se = np.asarray(table[b.target + "_se"], dtype=np.float64)
-    limit = target - z * se if b.side == "upper" else target + z * se
-    return limit, "normal interval (mean -/+ z_(1-delta) * se)"
-  if b.target.endswith("_err") and b.sample_size in table:
+    se = np.asarray(table[b.target + '_se'], dtype=np.float64)
+    limit = target - z * se if b.side == 'upper' else target + z * se
+    return limit, 'normal interval (mean -/+ z_(1-delta) * se)'
+  if b.target.endswith('_err') and b.sample_size in table:
     n = np.asarray(table[b.sample_size], dtype=np.float64)
     k = _b.error_count(target, n)
-    cp = _b.clopper_pearson_lower if b.side == "upper" else _b.clopper_pearson_upper
-    return cp(k, n, delta), f"Clopper-Pearson on round({b.target}*{b.sample_size})"
-  return None, "no sample size or standard error for the target: raw comparison"
+    cp = _b.clopper_pearson_lower if b.side == 'upper' else _b.clopper_pearson_upper
+    return cp(k, n, delta), f'Clopper-Pearson on round({b.target}*{b.sample_size})'
+  return None, 'no sample size or standard error for the target: raw comparison'
 
 
 def _skipped(b: Bound, reason: str) -> dict:
-  return {"kind": b.kind, "side": b.side, "target": b.target, "rule": RULES[b.kind],
-          "skipped": reason, "violations": 0, "rate": math.nan, "n": 0, "invalid": 0}
+  return {'kind': b.kind, 'side': b.side, 'target': b.target, 'rule': RULES[b.kind],
+          'skipped': reason, 'violations': 0, 'rate': math.nan, 'n': 0, 'invalid': 0}
 
 
 def evaluate(
@@ -418,39 +418,39 @@ def evaluate(
     target = np.asarray(table[b.target], dtype=np.float64)
     rows = target.shape[0] if target.ndim else 1
     ok = _finite_rows(table, b.requires, rows)
-    with np.errstate(all="ignore"):
+    with np.errstate(all='ignore'):
       value = np.asarray(b(table), dtype=np.float64)
     value = np.broadcast_to(value, np.broadcast_shapes(value.shape, target.shape)).copy()
     value[~np.broadcast_to(ok, value.shape)] = np.nan
     valid = ~(np.isnan(value) | np.isnan(target))
-    entry = {"kind": b.kind, "side": b.side, "target": b.target, "rule": RULES[b.kind],
-             "n": int(valid.sum()), "invalid": int((~ok).sum())}
+    entry = {'kind': b.kind, 'side': b.side, 'target': b.target, 'rule': RULES[b.kind],
+             'n': int(valid.sum()), 'invalid': int((~ok).sum())}
     columns[b.name] = value
-    columns[b.name + "_invalid"] = ~np.broadcast_to(ok, value.shape).copy()
-    if b.kind in ("test-set", "reference"):
-      summary[b.name] = entry | {"violations": None, "rate": None}
+    columns[b.name + '_invalid'] = ~np.broadcast_to(ok, value.shape).copy()
+    if b.kind in ('test-set', 'reference'):
+      summary[b.name] = entry | {'violations': None, 'rate': None}
       continue
     slack = tol * np.maximum(1.0, np.abs(np.where(np.isfinite(value), value, 0.0)))
-    sign = 1.0 if b.side == "upper" else -1.0
-    with np.errstate(invalid="ignore"):
+    sign = 1.0 if b.side == 'upper' else -1.0
+    with np.errstate(invalid='ignore'):
       exceeded = valid & (sign * (target - value) > slack)
-    if b.kind == "deterministic":
+    if b.kind == 'deterministic':
       violated = exceeded
     else:
-      level = np.asarray(table.get("confidence_delta", delta), dtype=np.float64)
+      level = np.asarray(table.get('confidence_delta', delta), dtype=np.float64)
       limit, how = _interval(b, table, target, np.broadcast_to(level, target.shape))
-      entry["interval"] = how
+      entry['interval'] = how
       if limit is None:
         violated = exceeded
       else:
-        with np.errstate(invalid="ignore"):
+        with np.errstate(invalid='ignore'):
           violated = valid & np.isfinite(limit) & (sign * (limit - value) > slack)
     count = int(violated.sum())
-    columns[b.name + "_violated"] = violated
+    columns[b.name + '_violated'] = violated
     summary[b.name] = entry | {
-        "violations": count,
-        "rate": count / entry["n"] if entry["n"] else math.nan,
-        "exceeded": int(exceeded.sum()),
+        'violations': count,
+        'rate': count / entry['n'] if entry['n'] else math.nan,
+        'exceeded': int(exceeded.sum()),
     }
   return columns, summary
 
@@ -466,18 +466,18 @@ def report_lines(summary: Mapping[str, Mapping]) -> list[str]:
   lines = []
   for name, s in summary.items():
     head = f"{name} ({s['kind']}, {s['side']} on {s['target']})"
-    if s.get("skipped"):
+    if s.get('skipped'):
       lines.append(f"{head}: skipped ({s['skipped']})")
       continue
-    if s["violations"] is None:
+    if s['violations'] is None:
       line = f"{head}: not judged ({RULES[s['kind']].split(': ', 1)[-1]})"
     else:
       line = f"{head}: {s['violations']}/{s['n']} violated"
-      if s["kind"] == "deterministic" and s["violations"] > 0:
-        line += " VIOLATED (bug)"
-      elif s["kind"] != "deterministic" and s["n"]:
+      if s['kind'] == 'deterministic' and s['violations'] > 0:
+        line += ' VIOLATED (bug)'
+      elif s['kind'] != 'deterministic' and s['n']:
         line += f" (rate {s['rate']:.3f}; the raw test value is beyond it on {s['exceeded']})"
-    if s.get("invalid"):
+    if s.get('invalid'):
       line += f"; {s['invalid']} row(s) with non-finite inputs (NaN, flagged {name}_invalid)"
     lines.append(line)
   return lines
@@ -489,229 +489,229 @@ def report_lines(summary: Mapping[str, Mapping]) -> list[str]:
 
 
 @bound(
-    "n1_lower",
-    target="kl_test",
-    side="lower",
-    kind="deterministic",
-    requires=("tckd_test", "nckd_test", "max_teacher_py_test"),
-    description="N1: D_TC + (1 - max p_y) * D_NT <= mean KL",
+    'n1_lower',
+    target='kl_test',
+    side='lower',
+    kind='deterministic',
+    requires=('tckd_test', 'nckd_test', 'max_teacher_py_test'),
+    description='N1: D_TC + (1 - max p_y) * D_NT <= mean KL',
 )
 def _n1_lower(m):
-  return _b.approximation_error_lower(m["nckd_test"], m["tckd_test"], m["max_teacher_py_test"])
+  return _b.approximation_error_lower(m['nckd_test'], m['tckd_test'], m['max_teacher_py_test'])
 
 
 @bound(
-    "n1_upper",
-    target="kl_test",
-    side="upper",
-    kind="deterministic",
-    requires=("tckd_test", "nckd_test", "min_teacher_py_test"),
-    description="N1: mean KL <= D_TC + (1 - min p_y) * D_NT",
+    'n1_upper',
+    target='kl_test',
+    side='upper',
+    kind='deterministic',
+    requires=('tckd_test', 'nckd_test', 'min_teacher_py_test'),
+    description='N1: mean KL <= D_TC + (1 - min p_y) * D_NT',
 )
 def _n1_upper(m):
-  return _b.approximation_error_upper(m["nckd_test"], m["tckd_test"], m["min_teacher_py_test"])
+  return _b.approximation_error_upper(m['nckd_test'], m['tckd_test'], m['min_teacher_py_test'])
 
 
 @bound(
-    "n2_lower",
-    target="kd_err",
-    side="lower",
-    kind="deterministic",
-    requires=("teacher_err", "disagreement_test"),
-    description="N2: err_t - dis <= err_s",
+    'n2_lower',
+    target='kd_err',
+    side='lower',
+    kind='deterministic',
+    requires=('teacher_err', 'disagreement_test'),
+    description='N2: err_t - dis <= err_s',
 )
 def _n2_lower(m):
-  return _b.teacher_agreement_sandwich(m["teacher_err"], m["disagreement_test"])[0]
+  return _b.teacher_agreement_sandwich(m['teacher_err'], m['disagreement_test'])[0]
 
 
 @bound(
-    "n2_upper",
-    target="kd_err",
-    side="upper",
-    kind="deterministic",
-    requires=("teacher_err", "disagreement_test"),
-    description="N2: err_s <= err_t + dis",
+    'n2_upper',
+    target='kd_err',
+    side='upper',
+    kind='deterministic',
+    requires=('teacher_err', 'disagreement_test'),
+    description='N2: err_s <= err_t + dis',
 )
 def _n2_upper(m):
-  return _b.teacher_agreement_sandwich(m["teacher_err"], m["disagreement_test"])[1]
+  return _b.teacher_agreement_sandwich(m['teacher_err'], m['disagreement_test'])[1]
 
 
 @bound(
-    "n2_pinsker_upper",
-    target="kd_err",
-    side="upper",
-    kind="deterministic",
-    requires=("teacher_err", "pinsker_disagreement_test"),
-    description="N2: err_s <= err_t + mean 1[KL_i >= m_i^2/2]",
+    'n2_pinsker_upper',
+    target='kd_err',
+    side='upper',
+    kind='deterministic',
+    requires=('teacher_err', 'pinsker_disagreement_test'),
+    description='N2: err_s <= err_t + mean 1[KL_i >= m_i^2/2]',
 )
 def _n2_pinsker_upper(m):
-  return _b.teacher_agreement_sandwich(m["teacher_err"], m["pinsker_disagreement_test"])[1]
+  return _b.teacher_agreement_sandwich(m['teacher_err'], m['pinsker_disagreement_test'])[1]
 
 
 @bound(
-    "n3_lower_kd",
-    target="kd_err",
-    side="lower",
-    kind="expected-floor",
-    requires=("bayes_floor_b",),
-    description="N3: Bayes floor of modality b (exact expected-error floor)",
+    'n3_lower_kd',
+    target='kd_err',
+    side='lower',
+    kind='expected-floor',
+    requires=('bayes_floor_b',),
+    description='N3: Bayes floor of modality b (exact expected-error floor)',
 )
 def _n3_lower_kd(m):
-  return np.asarray(m["bayes_floor_b"], dtype=np.float64)
+  return np.asarray(m['bayes_floor_b'], dtype=np.float64)
 
 
 @bound(
-    "n3_lower_baseline",
-    target="baseline_err",
-    side="lower",
-    kind="expected-floor",
-    requires=("bayes_floor_b",),
-    description="N3: Bayes floor of modality b (exact expected-error floor)",
+    'n3_lower_baseline',
+    target='baseline_err',
+    side='lower',
+    kind='expected-floor',
+    requires=('bayes_floor_b',),
+    description='N3: Bayes floor of modality b (exact expected-error floor)',
 )
 def _n3_lower_baseline(m):
-  return np.asarray(m["bayes_floor_b"], dtype=np.float64)
+  return np.asarray(m['bayes_floor_b'], dtype=np.float64)
 
 
 @bound(
-    "n4_vc_upper",
-    target="kd_err",
-    side="upper",
-    kind="probabilistic",
-    requires=("kd_train_err", "n_train", "vc_dim", "confidence_delta"),
-    description="N4: Vapnik VC bound (binary), prob >= 1 - delta",
+    'n4_vc_upper',
+    target='kd_err',
+    side='upper',
+    kind='probabilistic',
+    requires=('kd_train_err', 'n_train', 'vc_dim', 'confidence_delta'),
+    description='N4: Vapnik VC bound (binary), prob >= 1 - delta',
 )
 def _n4_vc_upper(m):
-  return _b.vc_bound(m["kd_train_err"], m["n_train"], m["vc_dim"], m["confidence_delta"])
+  return _b.vc_bound(m['kd_train_err'], m['n_train'], m['vc_dim'], m['confidence_delta'])
 
 
 @bound(
-    "n4_margin_upper",
-    target="kd_err",
-    side="upper",
-    kind="probabilistic",
+    'n4_margin_upper',
+    target='kd_err',
+    side='upper',
+    kind='probabilistic',
     requires=(
-        "kd_margin_risk",
-        "n_train",
-        "num_classes",
-        "margin_rho",
-        "kd_margin_norm",
-        "input_frobenius_norm",
-        "confidence_delta",
+        'kd_margin_risk',
+        'n_train',
+        'num_classes',
+        'margin_rho',
+        'kd_margin_norm',
+        'input_frobenius_norm',
+        'confidence_delta',
     ),
-    description="N4: empirical-Rademacher margin bound, linear student (c_K = 2 or 4K; Lambda on 2^j)",
+    description='N4: empirical-Rademacher margin bound, linear student (c_K = 2 or 4K; Lambda on 2^j)',
 )
 def _n4_margin_upper(m):
   return _b.margin_bound(
-      m["kd_margin_risk"],
-      m["n_train"],
-      m["num_classes"],
-      m["margin_rho"],
-      m["kd_margin_norm"],
-      m["input_frobenius_norm"],
-      m["confidence_delta"],
+      m['kd_margin_risk'],
+      m['n_train'],
+      m['num_classes'],
+      m['margin_rho'],
+      m['kd_margin_norm'],
+      m['input_frobenius_norm'],
+      m['confidence_delta'],
   )
 
 
 @bound(
-    "c5_lower",
-    target="target_err",
-    side="lower",
-    kind="expected-floor",
-    requires=("epsilon", "num_classes"),
-    description="C1/C5: target Bayes error eps*(1 - 1/K) (expected-error floor)",
+    'c5_lower',
+    target='target_err',
+    side='lower',
+    kind='expected-floor',
+    requires=('epsilon', 'num_classes'),
+    description='C1/C5: target Bayes error eps*(1 - 1/K) (expected-error floor)',
 )
 def _c5_lower(m):
-  return _b.exact_tv_latent_bayes_floor(m["epsilon"], m["num_classes"])
+  return _b.exact_tv_latent_bayes_floor(m['epsilon'], m['num_classes'])
 
 
 @bound(
-    "c3_upper",
-    target="target_err",
-    side="upper",
-    kind="deterministic",
-    requires=("source_err", "pair_disagreement"),
-    description="C3: err_B <= err_A + P[pair predictions differ]",
+    'c3_upper',
+    target='target_err',
+    side='upper',
+    kind='deterministic',
+    requires=('source_err', 'pair_disagreement'),
+    description='C3: err_B <= err_A + P[pair predictions differ]',
 )
 def _c3_upper(m):
-  return _b.pair_disagreement_bound(m["source_err"], m["pair_disagreement"])
+  return _b.pair_disagreement_bound(m['source_err'], m['pair_disagreement'])
 
 
 @bound(
-    "c3_split_upper",
-    target="target_err",
-    side="upper",
-    kind="deterministic",
-    requires=("source_err", "broken_fraction", "clean_disagreement"),
-    description="C3-split: err_B <= err_A + eps_hat + (1 - eps_hat) * a_clean (observed eps_hat)",
+    'c3_split_upper',
+    target='target_err',
+    side='upper',
+    kind='deterministic',
+    requires=('source_err', 'broken_fraction', 'clean_disagreement'),
+    description='C3-split: err_B <= err_A + eps_hat + (1 - eps_hat) * a_clean (observed eps_hat)',
 )
 def _c3_split_upper(m):
   return _b.pair_disagreement_split(
-      m["source_err"], m["broken_fraction"], m["clean_disagreement"]
+      m['source_err'], m['broken_fraction'], m['clean_disagreement']
   )
 
 
 @bound(
-    "c4_probe_upper",
-    target="target_err",
-    side="upper",
-    kind="probabilistic",
+    'c4_probe_upper',
+    target='target_err',
+    side='upper',
+    kind='probabilistic',
     requires=(
-        "probe_margin_risk",
-        "m_labelled",
-        "num_classes",
-        "margin_rho",
-        "probe_margin_norm",
-        "probe_input_frobenius_norm",
-        "confidence_delta",
+        'probe_margin_risk',
+        'm_labelled',
+        'num_classes',
+        'margin_rho',
+        'probe_margin_norm',
+        'probe_input_frobenius_norm',
+        'confidence_delta',
     ),
-    description="C4: empirical-Rademacher margin bound of the probe on m labelled target examples",
+    description='C4: empirical-Rademacher margin bound of the probe on m labelled target examples',
 )
 def _c4_probe_upper(m):
   return _b.margin_bound(
-      m["probe_margin_risk"],
-      m["m_labelled"],
-      m["num_classes"],
-      m["margin_rho"],
-      m["probe_margin_norm"],
-      m["probe_input_frobenius_norm"],
-      m["confidence_delta"],
+      m['probe_margin_risk'],
+      m['m_labelled'],
+      m['num_classes'],
+      m['margin_rho'],
+      m['probe_margin_norm'],
+      m['probe_input_frobenius_norm'],
+      m['confidence_delta'],
   )
 
 
 def _t1(model: str, err: str):
   """Registers T1 upper and lower on the test error column ``err`` of ``model``."""
-  for side, fn in (("upper", _b.clopper_pearson_upper), ("lower", _b.clopper_pearson_lower)):
+  for side, fn in (('upper', _b.clopper_pearson_upper), ('lower', _b.clopper_pearson_lower)):
 
     def t1(m, fn=fn):
-      k = _b.error_count(m[err], m["n_test"])
-      return fn(k, m["n_test"], m["confidence_delta"])
+      k = _b.error_count(m[err], m['n_test'])
+      return fn(k, m['n_test'], m['confidence_delta'])
 
-    t1.__qualname__ = f"_t1_{side}_{model}"
+    t1.__qualname__ = f'_t1_{side}_{model}'
     register(
         Bound(
-            f"t1_{side}_{model}",
+            f't1_{side}_{model}',
             t1,
             err,
             side,
-            "test-set",
-            (err, "n_test", "confidence_delta"),
-            f"T1: Clopper-Pearson {side} limit on the expected error of {model} "
-            "(prob >= 1 - delta over the test sample)",
+            'test-set',
+            (err, 'n_test', 'confidence_delta'),
+            f'T1: Clopper-Pearson {side} limit on the expected error of {model} '
+            '(prob >= 1 - delta over the test sample)',
         )
     )
 
 
 for _model, _err in (
-    ("kd", "kd_err"),
-    ("baseline", "baseline_err"),
-    ("teacher", "teacher_err"),
-    ("target", "target_err"),
+    ('kd', 'kd_err'),
+    ('baseline', 'baseline_err'),
+    ('teacher', 'teacher_err'),
+    ('target', 'target_err'),
 ):
   _t1(_model, _err)
 
 
 def _p1(model: str):
-  column = f"{model}_gibbs_bound"
+  column = f'{model}_gibbs_bound'
 
   def upper(m):
     return np.minimum(1.0, np.asarray(m[column], dtype=np.float64))
@@ -720,81 +720,81 @@ def _p1(model: str):
     return np.minimum(1.0, 2.0 * np.asarray(m[column], dtype=np.float64))
 
   register(Bound(
-      f"p1_upper_{model}", upper, f"{model}_gibbs_err", "upper", "probabilistic", (column,),
+      f'p1_upper_{model}', upper, f'{model}_gibbs_err', 'upper', 'probabilistic', (column,),
       f"P1: PAC-Bayes-kl (Seeger-Maurer) bound on the Gibbs error of {model}'s Gaussian "
-      "posterior (prob >= 1 - delta over the training sample)"))
+      'posterior (prob >= 1 - delta over the training sample)'))
   register(Bound(
-      f"p1_deterministic_upper_{model}", deterministic, f"{model}_err", "upper",
-      "probabilistic", (column,),
+      f'p1_deterministic_upper_{model}', deterministic, f'{model}_err', 'upper',
+      'probabilistic', (column,),
       f"P1: min(1, 2 G(Q)) on the expected error of {model}'s deterministic classifier "
       "(the posterior's majority vote)"))
 
 
-for _model in ("kd", "baseline", "target"):
+for _model in ('kd', 'baseline', 'target'):
   _p1(_model)
 
 
 @bound(
-    "f1_lower",
-    target="kl_test",
-    side="lower",
-    kind="expected-floor",
-    requires=("f1_floor_tckd", "f1_floor_nckd"),
-    description="F1: E KL(p_t || p_bar) <= E KL(p_t || q) for every student on x_b",
+    'f1_lower',
+    target='kl_test',
+    side='lower',
+    kind='expected-floor',
+    requires=('f1_floor_tckd', 'f1_floor_nckd'),
+    description='F1: E KL(p_t || p_bar) <= E KL(p_t || q) for every student on x_b',
 )
 def _f1_lower(m):
-  return np.asarray(m["f1_floor_tckd"], np.float64) + np.asarray(m["f1_floor_nckd"], np.float64)
+  return np.asarray(m['f1_floor_tckd'], np.float64) + np.asarray(m['f1_floor_nckd'], np.float64)
 
 
 @bound(
-    "f1_conditional_lower",
-    target="kd_conditional_kl",
-    side="lower",
-    kind="deterministic",
-    requires=("f1_floor_tckd", "f1_floor_nckd"),
-    description="F1: mean_i E[KL(p_t || p_bar) | x_b,i] <= mean_i E[KL(p_t || q) | x_b,i]",
+    'f1_conditional_lower',
+    target='kd_conditional_kl',
+    side='lower',
+    kind='deterministic',
+    requires=('f1_floor_tckd', 'f1_floor_nckd'),
+    description='F1: mean_i E[KL(p_t || p_bar) | x_b,i] <= mean_i E[KL(p_t || q) | x_b,i]',
 )
 def _f1_conditional_lower(m):
   return _f1_lower(m)
 
 
 @bound(
-    "f1_pointwise",
-    target="f1_pointwise_violations",
-    side="upper",
-    kind="deterministic",
+    'f1_pointwise',
+    target='f1_pointwise_violations',
+    side='upper',
+    kind='deterministic',
     requires=(),
-    description="F1 per example: #{i : E[KL(p_t || q) | x_b,i] < F_i} = 0",
+    description='F1 per example: #{i : E[KL(p_t || q) | x_b,i] < F_i} = 0',
 )
 def _f1_pointwise(m):
   return np.float64(0.0)
 
 
 @bound(
-    "tv_domain_lower",
-    target="tv_estimate_heldout",
-    side="lower",
-    kind="test-set",
-    requires=("domain_acc_heldout", "n_domain_heldout", "confidence_delta"),
-    description="C2: TV(phi_A, phi_B) >= 2 * CP_lower(held-out balanced accuracy) - 1 "
-    "(prob >= 1 - delta over the held-out pairs)",
+    'tv_domain_lower',
+    target='tv_estimate_heldout',
+    side='lower',
+    kind='test-set',
+    requires=('domain_acc_heldout', 'n_domain_heldout', 'confidence_delta'),
+    description='C2: TV(phi_A, phi_B) >= 2 * CP_lower(held-out balanced accuracy) - 1 '
+    '(prob >= 1 - delta over the held-out pairs)',
 )
 def _tv_domain_lower(m):
-  n = m["n_domain_heldout"]
-  k = _b.error_count(m["domain_acc_heldout"], n)  # number of correct calls
-  return np.maximum(0.0, 2.0 * _b.clopper_pearson_lower(k, n, m["confidence_delta"]) - 1.0)
+  n = m['n_domain_heldout']
+  k = _b.error_count(m['domain_acc_heldout'], n)  # number of correct calls
+  return np.maximum(0.0, 2.0 * _b.clopper_pearson_lower(k, n, m['confidence_delta']) - 1.0)
 
 
 @bound(
-    "c3_certified_upper",
-    target="target_err",
-    side="upper",
-    kind="test-set",
-    requires=("source_err", "pair_disagreement", "n_test", "confidence_delta"),
-    description="C3: R_B <= CP_upper(err_A, delta/2) + CP_upper(disagreement, delta/2) "
-    "(prob >= 1 - delta over the test pairs; no target labels)",
+    'c3_certified_upper',
+    target='target_err',
+    side='upper',
+    kind='test-set',
+    requires=('source_err', 'pair_disagreement', 'n_test', 'confidence_delta'),
+    description='C3: R_B <= CP_upper(err_A, delta/2) + CP_upper(disagreement, delta/2) '
+    '(prob >= 1 - delta over the test pairs; no target labels)',
 )
 def _c3_certified_upper(m):
-  n, half = m["n_test"], 0.5 * np.asarray(m["confidence_delta"], np.float64)
+  n, half = m['n_test'], 0.5 * np.asarray(m['confidence_delta'], np.float64)
   upper = lambda rate: _b.clopper_pearson_upper(_b.error_count(rate, n), n, half)
-  return np.minimum(1.0, upper(m["source_err"]) + upper(m["pair_disagreement"]))
+  return np.minimum(1.0, upper(m['source_err']) + upper(m['pair_disagreement']))

@@ -42,42 +42,42 @@ Array = Any  # numpy array, jax array or Python scalar
 
 __all__ = [
     # N1
-    "approximation_error_sandwich",
-    "approximation_error_lower",
-    "approximation_error_upper",
-    "approximation_error_sandwich_inputs",
-    "approximation_error_sandwich_from_examples",
+    'approximation_error_sandwich',
+    'approximation_error_lower',
+    'approximation_error_upper',
+    'approximation_error_sandwich_inputs',
+    'approximation_error_sandwich_from_examples',
     # N2
-    "teacher_agreement_sandwich",
-    "top2_margin",
-    "argmax_disagreement",
-    "pinsker_disagreement_bound",
+    'teacher_agreement_sandwich',
+    'top2_margin',
+    'argmax_disagreement',
+    'pinsker_disagreement_bound',
     # N3
-    "decisive_feature_bayes_floor",
-    "decisive_feature_bayes_floor_monte_carlo",
-    "monte_carlo_bayes_floor",
+    'decisive_feature_bayes_floor',
+    'decisive_feature_bayes_floor_monte_carlo',
+    'monte_carlo_bayes_floor',
     # N4 / C4
-    "vc_bound",
-    "linear_vc_dimension",
-    "margin_weight_grid",
-    "margin_weight_norm",
-    "margin_bound",
-    "empirical_margin_risk",
-    "rademacher_linear_closed_form",
-    "rademacher_linear_monte_carlo",
+    'vc_bound',
+    'linear_vc_dimension',
+    'margin_weight_grid',
+    'margin_weight_norm',
+    'margin_bound',
+    'empirical_margin_risk',
+    'rademacher_linear_closed_form',
+    'rademacher_linear_monte_carlo',
     # N5
-    "rate_reference",
+    'rate_reference',
     # C1 / C3 / C5
-    "exact_tv_latent_bayes_floor",
-    "pair_disagreement_bound",
-    "pair_disagreement_split",
-    "coupled_pair_statistics",
+    'exact_tv_latent_bayes_floor',
+    'pair_disagreement_bound',
+    'pair_disagreement_split',
+    'coupled_pair_statistics',
     # T1
-    "beta_quantile",
-    "error_count",
-    "clopper_pearson_upper",
-    "clopper_pearson_lower",
-    "clopper_pearson_interval",
+    'beta_quantile',
+    'error_count',
+    'clopper_pearson_upper',
+    'clopper_pearson_lower',
+    'clopper_pearson_interval',
 ]
 
 
@@ -210,10 +210,10 @@ def approximation_error_sandwich_inputs(
     max_py = xp.max(xp.where(keep_p, p_y, -xp.inf), axis=-1)
     min_py = xp.min(xp.where(keep_p, p_y, xp.inf), axis=-1)
   return {
-      "d_tc": _mean(xp, tckd, keep),
-      "d_nt": _mean(xp, nckd, keep),
-      "max_py": max_py,
-      "min_py": min_py,
+      'd_tc': _mean(xp, tckd, keep),
+      'd_nt': _mean(xp, nckd, keep),
+      'max_py': max_py,
+      'min_py': min_py,
   }
 
 
@@ -231,7 +231,7 @@ def approximation_error_sandwich_from_examples(
     (0.5, 0.95)
   """
   s = approximation_error_sandwich_inputs(tckd, nckd, p_y, mask)
-  return approximation_error_sandwich(s["d_nt"], s["d_tc"], s["max_py"], s["min_py"])
+  return approximation_error_sandwich(s['d_nt'], s['d_tc'], s['max_py'], s['min_py'])
 
 
 # --------------------------------------------------------------------------------------
@@ -513,7 +513,7 @@ def margin_weight_grid(weight_norm: Array):
   """
   xp = _xp(weight_norm)
   lam = _float(xp, weight_norm)
-  with np.errstate(divide="ignore", invalid="ignore"):
+  with np.errstate(divide='ignore', invalid='ignore'):
     j = xp.maximum(xp.ceil(xp.log2(xp.maximum(lam, 1e-30))), 1.0)
     j = j + (2.0**j < lam)  # guard the rounding of log2 at exact powers of two
   bad = ~xp.isfinite(lam) | (lam < 0)
@@ -658,7 +658,7 @@ def rademacher_linear_closed_form(
   return _float(xp, weight_norm) / m * xp.sqrt(xp.sum(sq, axis=-1))
 
 
-@functools.partial(jax.jit, static_argnames=("chunk_size",))
+@functools.partial(jax.jit, static_argnames=('chunk_size',))
 def _rademacher_mc(key, z, keep, weight_norm, draws, chunk_size):
   z = jnp.where(keep[..., None], z, 0.0)
   m = jnp.sum(keep, axis=-1)
@@ -676,7 +676,7 @@ def _rademacher_mc(key, z, keep, weight_norm, draws, chunk_size):
             jax.random.fold_in(chunk_key, i), (chunk_size,), dtype=z.dtype
         )
     )(rows)  # [m, chunk]
-    norms = jnp.linalg.norm(jnp.einsum("mb,...md->...bd", sigma, z), axis=-1)
+    norms = jnp.linalg.norm(jnp.einsum('mb,...md->...bd', sigma, z), axis=-1)
     valid = chunk * chunk_size + jnp.arange(chunk_size) < draws
     dev = jnp.where(valid, norms - shift[..., None], 0.0)
     return s1 + dev.sum(-1), s2 + (dev * dev).sum(-1)
@@ -857,11 +857,11 @@ def coupled_pair_statistics(
   n_clean = xp.sum(clean, axis=-1)
   clean_dis = xp.sum(differ & clean, axis=-1) / xp.maximum(n_clean, 1)
   return {
-      "source_err": _mean(xp, _float(xp, pred_a != labels), keep),
-      "target_err": _mean(xp, _float(xp, pred_b != labels), keep),
-      "pair_disagreement": _mean(xp, _float(xp, differ), keep),
-      "broken_fraction": _mean(xp, _float(xp, broken), keep),
-      "clean_disagreement": _float(xp, clean_dis),
+      'source_err': _mean(xp, _float(xp, pred_a != labels), keep),
+      'target_err': _mean(xp, _float(xp, pred_b != labels), keep),
+      'pair_disagreement': _mean(xp, _float(xp, differ), keep),
+      'broken_fraction': _mean(xp, _float(xp, broken), keep),
+      'clean_disagreement': _float(xp, clean_dis),
   }
 
 
@@ -900,7 +900,7 @@ def _beta_quantile_numpy(q, a, b):
   from scipy import special
 
   q, a, b = np.broadcast_arrays(*(np.asarray(v, np.float64) for v in (q, a, b)))
-  with np.errstate(invalid="ignore"):
+  with np.errstate(invalid='ignore'):
     ok, q, a, b = _beta_query(np, q, a, b)
   return np.where(ok, special.betaincinv(a, b, q), np.nan)
 

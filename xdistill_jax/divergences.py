@@ -29,18 +29,18 @@ import jax
 import jax.numpy as jnp
 
 __all__ = [
-    "kl",
-    "js",
-    "tv",
-    "target_split",
-    "target_kl",
-    "non_target_kl",
-    "non_target_js",
-    "non_target_tv",
-    "non_target_js_reversed",
-    "central_moment_discrepancy",
-    "gaussian_tv",
-    "classifier_tv_estimate",
+    'kl',
+    'js',
+    'tv',
+    'target_split',
+    'target_kl',
+    'non_target_kl',
+    'non_target_js',
+    'non_target_tv',
+    'non_target_js_reversed',
+    'central_moment_discrepancy',
+    'gaussian_tv',
+    'classifier_tv_estimate',
 ]
 
 _LN2 = math.log(2.0)

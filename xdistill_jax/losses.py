@@ -23,24 +23,24 @@ from xdistill_jax import divergences
 from xdistill_jax import models
 
 __all__ = [
-    "kd",
-    "dkd",
-    "sample_mask",
-    "masked_kd",
-    "fitnet",
-    "rkd",
-    "rkd_target",
-    "pkt",
-    "pkt_target",
-    "sp",
-    "sp_target",
-    "crd",
-    "infonce",
-    "cmd_loss",
-    "cmc_loss",
-    "l2_align",
-    "l2_normalize",
-    "NORM_EPS",
+    'kd',
+    'dkd',
+    'sample_mask',
+    'masked_kd',
+    'fitnet',
+    'rkd',
+    'rkd_target',
+    'pkt',
+    'pkt_target',
+    'sp',
+    'sp_target',
+    'crd',
+    'infonce',
+    'cmd_loss',
+    'cmc_loss',
+    'l2_align',
+    'l2_normalize',
+    'NORM_EPS',
 ]
 
 # ε of every L2 normalisation of the package, x / max(‖x‖, ε): PyTorch's `F.normalize`
@@ -279,7 +279,7 @@ def _angle_cosines(anchors, sides_b, sides_c):
   e_b, e_c = _unit_edges(anchors, sides_b), _unit_edges(anchors, sides_c)
   if isinstance(e_b, list):
     return sum(b[:, :, None] * c[:, None, :] for b, c in zip(e_b, e_c))
-  return jnp.einsum("ijd,ikd->ijk", e_b, e_c)
+  return jnp.einsum('ijd,ikd->ijk', e_b, e_c)
 
 
 def rkd_target(teacher_features, angle_rows=0):
@@ -291,8 +291,8 @@ def rkd_target(teacher_features, angle_rows=0):
   x = teacher_features
   if angle_rows:
     if x.shape[0] != 3 * angle_rows:
-      raise ValueError(f"rkd: angle_rows={angle_rows} needs 3 × {angle_rows} rows stacked as "
-                       f"A; B; C, got {x.shape[0]}")
+      raise ValueError(f'rkd: angle_rows={angle_rows} needs 3 × {angle_rows} rows stacked as '
+                       f'A; B; C, got {x.shape[0]}')
     a = angle_rows
     return _normalized_distances(x), _angle_cosines(x[:a], x[a:2 * a], x[2 * a:])
   return _normalized_distances(x), _angle_cosines(x, x, x)

@@ -1,7 +1,6 @@
 """Which JAX accelerator plugins are installed, answered without starting a backend.
 
-Read by `cli.configure_jax` (XLA flags for CPU-only installs) and by the protocol-S configs
-(`configs/ntdh_kclass.s_vmap_width`), both before JAX picks its platform.
+Read by `cli.configure_jax` (XLA flags for CPU-only installs) before JAX picks its platform.
 """
 
 import importlib.util

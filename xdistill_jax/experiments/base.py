@@ -83,6 +83,12 @@ class Experiment:
       combination becomes its own results row.
     program_cache: whether a re-run may reuse the traced program (`sweep.programs`). False
       where the program embeds data read from files, whose content the cache key cannot see.
+    cpu_vmap_width: optional config -> the automatic `sweep.vmap_width` on a CPU, or None for
+      the engine's `execute.CPU_VMAP_WIDTH` (protocol S: 1, one setting's data fill the cache).
+    max_auto_chunk: optional config -> the most settings of an automatic chunk
+      (`sweep.chunk_size` = 0), or None for `execute.MAX_AUTO_CHUNK`: for settings that take
+      seconds each, so that chunks commit (and the progress bar moves) every few seconds and
+      memory stays bounded (`ntdh_kclass.max_auto_chunk`).
   """
 
   name: str
@@ -98,6 +104,8 @@ class Experiment:
   saves_params: bool = False
   inner_axes: Callable[[ml_collections.ConfigDict], dict[str, np.ndarray]] | None = None
   program_cache: bool = True
+  cpu_vmap_width: Callable[[ml_collections.ConfigDict], int | None] | None = None
+  max_auto_chunk: Callable[[ml_collections.ConfigDict], int | None] | None = None
 
   def check(self, config) -> None:
     """Validates every field of `config` (names and values) without compiling anything."""

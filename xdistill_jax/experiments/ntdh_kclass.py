@@ -97,6 +97,24 @@ def axes(config) -> dict[str, np.ndarray]:
           'seed': np.arange(config.runs, dtype=np.int32)}
 
 
+def cpu_vmap_width(config) -> int:
+  """Protocol S's automatic `sweep.vmap_width` on a CPU: 1. A setting's 6000-row inputs fill
+  the cache alone; groups of 8 ran 1.4× slower per setting and padded sweeps to multiples of
+  16 settings (BENCHMARKS.md, protocol S)."""
+  del config
+  return 1
+
+
+def max_auto_chunk(config, settings: int = 10) -> int:
+  """Protocol S's largest automatic chunk: `settings` (10 ≈ 20 s on 2 CPU cores). Short
+  chunks commit and move the progress bar every few seconds, and bound memory: on two or more
+  CPU devices XLA's resident memory grew with the training steps run in one execution
+  (ntdh_kclass's 100 settings in one chunk peaked at 4.9 GiB; in chunks of 4, flat at 0.9 GiB,
+  at the same speed; one device: flat; BENCHMARKS.md)."""
+  del config
+  return settings
+
+
 def model(pc) -> MLP:
   """The protocol's MLP (`pc` = the protocol-S config node)."""
   return MLP(num_classes=pc.num_classes, hidden=tuple(pc.hidden))
@@ -267,4 +285,5 @@ def make_figures(table, summary, config, workdir):
 EXPERIMENT = base.Experiment(
     name='ntdh_kclass', fields=FIELDS, validate=validate, axes=axes,
     make_setting_fn=make_setting_fn, group_by=('overlap',), figures=make_figures,
-    derived=derived, nan_ok=measures.TEACHER_WRONG_COLUMNS, saves_params=True)
+    derived=derived, nan_ok=measures.TEACHER_WRONG_COLUMNS, saves_params=True,
+    cpu_vmap_width=cpu_vmap_width, max_auto_chunk=max_auto_chunk)

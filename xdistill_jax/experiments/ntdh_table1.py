@@ -34,7 +34,6 @@ from xdistill_jax import kd_floor
 from xdistill_jax import kd_methods
 from xdistill_jax import measures
 from xdistill_jax import pac_bayes
-from xdistill_jax import training
 from xdistill_jax.experiments import base
 from xdistill_jax.experiments import ntdh_kclass
 from xdistill_jax.generators import decisive_features
@@ -183,14 +182,8 @@ def make_setting_fn(config, with_params: bool = False) -> base.SettingFn:
     students = params['students']
     kd_train = kd_methods.student_logits(apply, students, methods, train.x_b)  # [M, n, K]
     kd_test = kd_methods.student_logits(apply, students, methods, test.x_b)
-    per_method = {
-        'kd_acc': jax.vmap(training.accuracy, (0, None))(kd_test, test.y),
-        'kd_loss': jax.vmap(training.cross_entropy, (0, None))(kd_train, train.y),
-    }
-    per_method |= jax.vmap(lambda z: measures.teacher_student_divergences(
-        t_test, z, test.y, suffix='_test'))(kd_test)
-    per_method |= jax.vmap(lambda z: kd_methods.omega_statistics(
-        t_train, z, train.y, config.omega_threshold))(kd_train)
+    per_method = kd_methods.method_metrics(t_train, t_test, kd_train, kd_test, train.y, test.y,
+                                           config.omega_threshold)
     if config.protocol == 'G':  # linear students: the N4 margin-bound inputs
       stacked = kd_methods.stack(students, methods)
       margin = jax.vmap(lambda z, p: measures.margin_bound_inputs(
@@ -207,20 +200,24 @@ def make_setting_fn(config, with_params: bool = False) -> base.SettingFn:
       linear = p1(params['baseline'], 'baseline_') | kd_floor.protocol_g_floor(
           *pac_bayes.dense_layer(params['teacher']), test.x_b, shared_columns, kd_test, t_test)
       per_method |= jax.tree.map(lambda v: jnp.broadcast_to(v, (num_methods,)), linear)
-    shared = {
-        'teacher_acc': training.accuracy(t_test, test.y),
-        'baseline_acc': training.accuracy(b_test, test.y),
-        'teacher_loss': training.cross_entropy(t_train, train.y),
-        'baseline_loss': training.cross_entropy(b_train, train.y),
-        'n_train': jnp.asarray(train.y.shape[0], jnp.float32),
-        'n_test': jnp.asarray(test.y.shape[0], jnp.float32),
-        'num_classes': jnp.asarray(num_classes, jnp.float32),
-        'confidence_delta': jnp.asarray(config.delta, jnp.float32),
-    } | extra
+    shared = kd_methods.shared_metrics(t_train, t_test, b_train, b_test, train.y, test.y,
+                                       num_classes, config.delta) | extra
     shared = jax.tree.map(lambda v: jnp.broadcast_to(v, (num_methods,) + jnp.shape(v)), shared)
     return (per_method | shared, params) if with_params else per_method | shared
 
   return setting_fn
+
+
+def cpu_vmap_width(config) -> int | None:
+  """The automatic `sweep.vmap_width` on a CPU: protocol S's (`ntdh_kclass.cpu_vmap_width`),
+  else the engine's (None)."""
+  return ntdh_kclass.cpu_vmap_width(config) if config.protocol == 'S' else None
+
+
+def max_auto_chunk(config) -> int | None:
+  """Protocol S's automatic chunks (`ntdh_kclass.max_auto_chunk`) of 4 settings: each trains
+  11 models, ≈ 4× the steps of an ntdh_kclass setting. Protocol G: the engine's."""
+  return ntdh_kclass.max_auto_chunk(config, 4) if config.protocol == 'S' else None
 
 
 def gamma(config, overlap):
@@ -344,4 +341,5 @@ def make_figures(table, summary, config, workdir):
 EXPERIMENT = base.Experiment(
     name='ntdh_table1', fields=FIELDS, validate=validate, axes=axes,
     make_setting_fn=make_setting_fn, group_by=('method', 'overlap'), figures=make_figures,
-    derived=derived, saves_params=True, inner_axes=inner_axes)
+    derived=derived, saves_params=True, inner_axes=inner_axes,
+    cpu_vmap_width=cpu_vmap_width, max_auto_chunk=max_auto_chunk)

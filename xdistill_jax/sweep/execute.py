@@ -148,10 +148,10 @@ def _bytes(compiled) -> float:
 def make_runner(setting_fn, sweep_key, example_settings: dict[str, np.ndarray],
                 num_settings: int, chunk_size: int = 0,
                 memory_budget_bytes: float = 2 * 2**30, vmap_width: int = -1,
-                cache_key: str | None = None) -> ChunkRunner:
+                cache_key: str | None = None, max_chunk: int = MAX_AUTO_CHUNK) -> ChunkRunner:
   """Compiles `setting_fn` for a chunk size that fits the memory budget.
 
-  With `chunk_size = 0` the whole sweep (at most `MAX_AUTO_CHUNK` settings) is tried first;
+  With `chunk_size = 0` the whole sweep (at most `max_chunk` settings) is tried first;
   if the compiled program's memory
   (arguments + outputs + temporaries, from XLA's memory analysis) exceeds the budget, the size
   is scaled down linearly from that measurement and compiled once more. Chunk sizes are
@@ -167,7 +167,7 @@ def make_runner(setting_fn, sweep_key, example_settings: dict[str, np.ndarray],
   # group body then serves every chunk size and device count, bit for bit.
   unit = len(devices) * max(vmap_width, 1)
   round_up = lambda c: max(-(-max(c, 1) // unit), 2 if vmap_width else 1) * unit
-  size = round_up(chunk_size or min(num_settings, MAX_AUTO_CHUNK))
+  size = round_up(chunk_size or min(num_settings, max_chunk))
   compiled = _compile(setting_fn, sweep_key, example_settings, size, sharding, vmap_width,
                       cache_key)
   if not chunk_size:

@@ -276,22 +276,23 @@ def vmap_width(config, grid, measure=None) -> int:
 
 def _resolve_width(config, grid, measure=None) -> tuple[int, dict]:
   """(`sweep.vmap_width`, timings): the given width; by default on a CPU (`measure` None)
-  `execute.CPU_VMAP_WIDTH`, on an accelerator the fastest of `execute.WIDTH_CANDIDATES` timed
+  the experiment's `cpu_vmap_width` or `execute.CPU_VMAP_WIDTH`, on an accelerator the fastest of `execute.WIDTH_CANDIDATES` timed
   by `measure` (width -> seconds per setting, `execute.width_timer`), every candidate capped
   at a quarter of the sweep (so small sweeps are not padded to many idle settings). It never
   depends on the device count or on what a resumed run has left (a resume reuses the recorded
   width), so results stay bit-identical."""
   if config.sweep.vmap_width >= 0:
     return config.sweep.vmap_width, {}
-  return automatic_width(grid, measure)
+  cpu_width = experiments.get(config.experiment).cpu_vmap_width
+  return automatic_width(grid, measure, cpu_width and cpu_width(config))
 
 
-def automatic_width(grid, measure=None) -> tuple[int, dict]:
+def automatic_width(grid, measure=None, cpu_width=None) -> tuple[int, dict]:
   """The automatic vmap width of `grid` and the timings it was chosen by (see
-  `_resolve_width`)."""
+  `_resolve_width`); `cpu_width`: the CPU's width where not `execute.CPU_VMAP_WIDTH`."""
   cap = max(1, grid.size // 4)
   if measure is None:
-    return min(execute.CPU_VMAP_WIDTH, cap), {}
+    return min(cpu_width or execute.CPU_VMAP_WIDTH, cap), {}
   candidates = {min(width, cap) for width in execute.WIDTH_CANDIDATES}
   if len(candidates) == 1:
     return candidates.pop(), {}
@@ -336,7 +337,9 @@ def _execute(experiment, config, grid, store, todo, params_dir, width, write=Tru
       setting_fn, sweep_key, example, num_settings=len(todo),
       chunk_size=config.sweep.chunk_size,
       memory_budget_bytes=config.sweep.memory_budget_gb * 2**30,
-      vmap_width=width, cache_key=cache_key)
+      vmap_width=width, cache_key=cache_key,
+      max_chunk=(experiment.max_auto_chunk and experiment.max_auto_chunk(config))
+      or execute.MAX_AUTO_CHUNK)
   _log(f'{experiment.name}: {grid.size} settings, chunks of {runner.chunk_size} on '
        f'{jax.device_count()} {jax.default_backend()} device(s); '
        f'compiled in {time.perf_counter() - start:.1f} s')
