@@ -3,7 +3,7 @@
   xdistill run --config=configs/ntdh_table1.py --workdir=runs/table1_g
   xdistill run --config=configs/ntdh_table1.py:S --workdir=runs/table1_s
   (equivalently --config.protocol=S: the S node carries protocol S's own weights; on a CPU
-  protocol S runs one setting per vmap group, `ntdh_kclass.cpu_vmap_width`)
+  protocol S runs one setting per vmap group, `ntdh_kclass.CPU_VMAP_WIDTH`)
 
 Protocol G (default): 6 overlaps × 100 seeds = 600 settings; per setting the teacher and the
 baseline train once, then the nine students (a loop of 1000 full-batch steps each).

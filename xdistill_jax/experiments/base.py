@@ -88,7 +88,7 @@ class Experiment:
     max_auto_chunk: optional config -> the most settings of an automatic chunk
       (`sweep.chunk_size` = 0), or None for `execute.MAX_AUTO_CHUNK`: for settings that take
       seconds each, so that chunks commit (and the progress bar moves) every few seconds and
-      memory stays bounded (`ntdh_kclass.max_auto_chunk`).
+      memory stays bounded (`ntdh_kclass.MAX_AUTO_CHUNK`).
   """
 
   name: str

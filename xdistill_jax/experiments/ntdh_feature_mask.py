@@ -288,5 +288,5 @@ EXPERIMENT = base.Experiment(
     name='ntdh_feature_mask', fields=FIELDS, validate=validate, axes=axes,
     make_setting_fn=make_setting_fn, group_by=('mode', 'overlap'), figures=make_figures,
     derived=derived, nan_ok=NAN_OK, inner_axes=inner_axes,
-    cpu_vmap_width=ntdh_kclass.cpu_vmap_width,
-    max_auto_chunk=lambda config: ntdh_kclass.max_auto_chunk(config, 4))  # ≈ 4× the steps
+    cpu_vmap_width=lambda config: ntdh_kclass.CPU_VMAP_WIDTH,
+    max_auto_chunk=lambda config: ntdh_kclass.MAX_AUTO_CHUNK_HEAVY)

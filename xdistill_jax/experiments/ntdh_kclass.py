@@ -97,22 +97,14 @@ def axes(config) -> dict[str, np.ndarray]:
           'seed': np.arange(config.runs, dtype=np.int32)}
 
 
-def cpu_vmap_width(config) -> int:
-  """Protocol S's automatic `sweep.vmap_width` on a CPU: 1. A setting's 6000-row inputs fill
-  the cache alone; groups of 8 ran 1.4× slower per setting and padded sweeps to multiples of
-  16 settings (BENCHMARKS.md, protocol S)."""
-  del config
-  return 1
-
-
-def max_auto_chunk(config, settings: int = 10) -> int:
-  """Protocol S's largest automatic chunk: `settings` (10 ≈ 20 s on 2 CPU cores). Short
-  chunks commit and move the progress bar every few seconds, and bound memory: on two or more
-  CPU devices XLA's resident memory grew with the training steps run in one execution
-  (ntdh_kclass's 100 settings in one chunk peaked at 4.9 GiB; in chunks of 4, flat at 0.9 GiB,
-  at the same speed; one device: flat; BENCHMARKS.md)."""
-  del config
-  return settings
+# Protocol S on a CPU (BENCHMARKS.md, protocol S). One setting per vmap group: a setting's
+# 6000-row inputs fill the cache alone, and width 1 pads sweeps to multiples of 2, not 16.
+# Short automatic chunks: on two or more CPU devices XLA's resident memory grew with the
+# training steps of one execution (100 ntdh_kclass settings in one chunk: 4.70 GiB; in chunks
+# of 10: 1.34 GiB, ≈ 1 % slower; one device: flat), and chunks commit every 15–40 s.
+CPU_VMAP_WIDTH = 1
+MAX_AUTO_CHUNK = 10  # ntdh_kclass: 3 trainings per setting
+MAX_AUTO_CHUNK_HEAVY = 4  # Table 1 on S, the feature mask: ≈ 3–4× the steps per setting
 
 
 def model(pc) -> MLP:
@@ -286,4 +278,5 @@ EXPERIMENT = base.Experiment(
     name='ntdh_kclass', fields=FIELDS, validate=validate, axes=axes,
     make_setting_fn=make_setting_fn, group_by=('overlap',), figures=make_figures,
     derived=derived, nan_ok=measures.TEACHER_WRONG_COLUMNS, saves_params=True,
-    cpu_vmap_width=cpu_vmap_width, max_auto_chunk=max_auto_chunk)
+    cpu_vmap_width=lambda config: CPU_VMAP_WIDTH,
+    max_auto_chunk=lambda config: MAX_AUTO_CHUNK)

@@ -208,18 +208,6 @@ def make_setting_fn(config, with_params: bool = False) -> base.SettingFn:
   return setting_fn
 
 
-def cpu_vmap_width(config) -> int | None:
-  """The automatic `sweep.vmap_width` on a CPU: protocol S's (`ntdh_kclass.cpu_vmap_width`),
-  else the engine's (None)."""
-  return ntdh_kclass.cpu_vmap_width(config) if config.protocol == 'S' else None
-
-
-def max_auto_chunk(config) -> int | None:
-  """Protocol S's automatic chunks (`ntdh_kclass.max_auto_chunk`) of 4 settings: each trains
-  11 models, ≈ 4× the steps of an ntdh_kclass setting. Protocol G: the engine's."""
-  return ntdh_kclass.max_auto_chunk(config, 4) if config.protocol == 'S' else None
-
-
 def gamma(config, overlap):
   """γ of the protocol: o / (D − o) on G, o / t on S."""
   pc = _pc(config)
@@ -342,4 +330,8 @@ EXPERIMENT = base.Experiment(
     name='ntdh_table1', fields=FIELDS, validate=validate, axes=axes,
     make_setting_fn=make_setting_fn, group_by=('method', 'overlap'), figures=make_figures,
     derived=derived, saves_params=True, inner_axes=inner_axes,
-    cpu_vmap_width=cpu_vmap_width, max_auto_chunk=max_auto_chunk)
+    # Protocol S's CPU width and chunks (ntdh_kclass); protocol G: the engine's (None).
+    cpu_vmap_width=lambda config: (ntdh_kclass.CPU_VMAP_WIDTH if config.protocol == 'S'
+                                   else None),
+    max_auto_chunk=lambda config: (ntdh_kclass.MAX_AUTO_CHUNK_HEAVY if config.protocol == 'S'
+                                   else None))

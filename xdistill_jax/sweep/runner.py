@@ -276,9 +276,10 @@ def vmap_width(config, grid, measure=None) -> int:
 
 def _resolve_width(config, grid, measure=None) -> tuple[int, dict]:
   """(`sweep.vmap_width`, timings): the given width; by default on a CPU (`measure` None)
-  the experiment's `cpu_vmap_width` or `execute.CPU_VMAP_WIDTH`, on an accelerator the fastest of `execute.WIDTH_CANDIDATES` timed
-  by `measure` (width -> seconds per setting, `execute.width_timer`), every candidate capped
-  at a quarter of the sweep (so small sweeps are not padded to many idle settings). It never
+  the experiment's `cpu_vmap_width` or `execute.CPU_VMAP_WIDTH`, on an accelerator the
+  fastest of `execute.WIDTH_CANDIDATES` timed by `measure` (width -> seconds per setting,
+  `execute.width_timer`), every candidate capped at a quarter of the sweep (so small sweeps
+  are not padded to many idle settings). It never
   depends on the device count or on what a resumed run has left (a resume reuses the recorded
   width), so results stay bit-identical."""
   if config.sweep.vmap_width >= 0:
