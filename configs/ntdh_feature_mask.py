@@ -8,8 +8,8 @@ modes keeping k = 5 teacher columns (highest tags, lowest tags, random), the tea
 retrained on the kept columns and distilled (KL, T = 1). Protocol S, not G: with two classes
 the non-target divergence — hence every tag — is zero by construction.
 Writes results.csv, summary.csv (per mode × overlap), feature_mask.md and
-ntdh_feature_mask.png. 8 min 45 s on the project's shared 2-core CPU (11 MLP trainings on
-6000 examples per setting); smaller: --config.runs=2 --config.num_examples=2000
+ntdh_feature_mask.png. 6–7.5 minutes end to end, cold, on a 2-core CPU (BENCHMARKS.md; 11 MLP
+trainings on 6000 examples per setting); smaller: --config.runs=2 --config.num_examples=2000
 --config.steps=300.
 Authors' parity: --config.divergence=nt_js_reversed.
 """

@@ -7,8 +7,8 @@ Per setting: 10,000-example make_classification-style data (4 classes, 50 inform
 features, 60/40 split), MLP teacher / baseline / KD student (50 → 16 → 16 → 4, SGD lr 0.01,
 1000 full-batch steps, KD at T = 1 with weights 1 : 1). Writes results.csv, summary.csv,
 bounds.json, ntdh_kclass.png, ntdh_kclass_bounds.png and ntdh_kclass_divergence.png (Δ
-against the non-target divergence with Spearman ρ). 5 min 17 s on the project's shared
-2-core CPU. Smaller: --config.runs=3 --config.num_examples=2000.
+against the non-target divergence with Spearman ρ). About 3 minutes end to end, cold, on a
+quiet 2-core CPU (186.8 s; BENCHMARKS.md). Smaller: --config.runs=3 --config.num_examples=2000.
 Note: with the paper's SGD lr 0.01 and 1000 full-batch steps the MLPs barely train (teacher
 ~41 % against a Bayes ceiling of ~89 %); --config.learning_rate=0.1 trains them (~73 %).
 """

@@ -5,7 +5,8 @@
 Trains 600 settings × (teacher, baseline student, KD student) × 1000 full-batch SGD steps in
 one compiled, vmapped program and writes results.csv, summary.csv, bounds.json, config.json,
 ntdh_overlap.png and ntdh_overlap_bounds.png. On a 2-core CPU the whole process takes about
-15 s the first time (≈ 5 s of it XLA compilation) and 5.7 s on a re-run (BENCHMARKS.md).
+10 s the first time (most of the difference XLA compilation) and 3–5 s on a re-run, which
+loads the compiled program from the cache (BENCHMARKS.md).
 Smaller: --config.runs=10; fewer overlaps: --config.overlaps='(0,10)'.
 """
 

@@ -14,7 +14,7 @@ ntdh_table1_bounds.png. Measured: 47 s end to end on a 2-core CPU, cold (~7 s of
 compiling; benchmarks/bench_table1.py).
 
 Protocol S: 5 overlaps × 20 seeds, MLP 50 → 16 → 16 → 4 on 6000 examples: much heavier
-(10 seeds took 14.5 min on the shared 2-core CPU). Smaller: --config.S.runs=3; fewer
+(10 seeds: 7.6 min end to end, cold, on a quiet 2-core CPU). Smaller: --config.S.runs=3; fewer
 methods: --config.methods="('kl','kl_omega','dkd','dkd_omega')". The relational terms see a
 fixed 256-example subset per setting on S (--config.S.relational_batch), RKD a 48-example
 minibatch on both protocols (--config.G.rkd_angle_rows=0 for exact full-batch RKD).
