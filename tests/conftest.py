@@ -8,15 +8,13 @@ import pytest
 # The CLI's persistent compilation cache, private to this test session (subprocesses inherit).
 os.environ.setdefault('XDISTILL_CACHE_DIR', tempfile.mkdtemp(prefix='xdistill_test_cache_'))
 
+from xdistill_jax import cli
 from xdistill_jax import config_files  # configs/NAME.py by path: config_files.load(NAME)
-from xdistill_jax import plugins
 
-# In-process tests compile with the CLI's LLVM level on a CPU (`cli.configure_jax`): what
-# users run, and the suite's many small programs compile faster. Set before JAX starts.
-if not plugins.accelerator_installed() and 'optimization_level' not in os.environ.get(
-    'XLA_FLAGS', ''):
-  os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '')
-                             + ' --xla_backend_optimization_level=1').strip()
+# In-process tests compile at the CLI's LLVM level on a CPU: what users run, and the suite's
+# many small programs compile faster. Set before JAX starts.
+os.environ['XLA_FLAGS'] = ' '.join([os.environ.get('XLA_FLAGS', '')]
+                                   + cli.cpu_llvm_flags(os.environ.get('XLA_FLAGS', ''))).strip()
 
 
 @pytest.fixture

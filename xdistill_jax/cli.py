@@ -256,6 +256,15 @@ def _lost(error: Exception):
   os._exit(1)  # skip jax's exit-time shutdown barrier, which would wait for the dead process
 
 
+def cpu_llvm_flags(flags_set: str) -> list[str]:
+  """`--xla_backend_optimization_level=1` on CPU-only installs unless `flags_set` (the user's
+  XLA_FLAGS) already sets a level; read before JAX starts (see `configure_jax`)."""
+  from xdistill_jax import plugins
+  if plugins.accelerator_installed() or 'xla_backend_optimization_level' in flags_set:
+    return []
+  return ['--xla_backend_optimization_level=1']
+
+
 def configure_jax() -> None:
   """XLA settings for sweeps; must run before JAX starts a backend. Each is skipped when the
   user already set it (XLA_FLAGS, JAX_COMPILATION_CACHE_DIR).
@@ -277,14 +286,9 @@ def configure_jax() -> None:
   flags_set = os.environ.get('XLA_FLAGS', '')
   if 'xla_force_host_platform_device_count' not in flags_set:
     jax.config.update('jax_num_cpu_devices', max(2, os.cpu_count() or 1))
-  from xdistill_jax import plugins
-  accelerator = plugins.accelerator_installed()
-  extra = []
-  if 'xla_cpu_multi_thread_eigen' not in flags_set:
-    extra.append('--xla_cpu_multi_thread_eigen=false')
-  if not accelerator and 'xla_backend_optimization_level' not in flags_set:
-    extra.append('--xla_backend_optimization_level=1')
-  os.environ['XLA_FLAGS'] = ' '.join([flags_set] + extra).strip()
+  extra = [] if 'xla_cpu_multi_thread_eigen' in flags_set else [
+      '--xla_cpu_multi_thread_eigen=false']
+  os.environ['XLA_FLAGS'] = ' '.join([flags_set] + extra + cpu_llvm_flags(flags_set)).strip()
   cache = os.environ.get('XDISTILL_CACHE_DIR',
                          os.path.join(os.path.expanduser('~'), '.cache', 'xdistill_jax'))
   if cache and 'JAX_COMPILATION_CACHE_DIR' not in os.environ:

@@ -293,7 +293,7 @@ def automatic_width(grid, measure=None, cpu_width=None) -> tuple[int, dict]:
   `_resolve_width`); `cpu_width`: the CPU's width where not `execute.CPU_VMAP_WIDTH`."""
   cap = max(1, grid.size // 4)
   if measure is None:
-    return min(cpu_width or execute.CPU_VMAP_WIDTH, cap), {}
+    return min(execute.CPU_VMAP_WIDTH if cpu_width is None else cpu_width, cap), {}
   candidates = {min(width, cap) for width in execute.WIDTH_CANDIDATES}
   if len(candidates) == 1:
     return candidates.pop(), {}
