@@ -4,10 +4,17 @@ The sweep figures are bare `matplotlib.figure.Figure`s written through the Agg c
 fixed margins: no pyplot (≈ 0.4 s to import) and no `tight_layout` pass (a full text layout
 of every tick label). Matplotlib (≈ 0.5 s) is imported when the first figure is made, and
 `plt` (pyplot on Agg) on first use, for callers that draw their own figures and hand them to
-`save`.
+`save`. Inside `drawn_in_children` (what `sweep.finalize` uses) each figure is drawn and
+encoded by a forked child process while the caller builds the next one.
 """
 
+import contextlib
+import os
 import pathlib
+import signal
+import sys
+import time
+import warnings
 
 import numpy as np
 
@@ -54,7 +61,7 @@ def __getattr__(name):
 def save(fig, path) -> str:
   """Writes a pyplot figure with `tight_layout` and closes it."""
   fig.tight_layout()
-  fig.savefig(path, dpi=130, pil_kwargs=_PNG)
+  _savefig(fig, path)
   __getattr__('plt').close(fig)
   return str(path)
 
@@ -62,8 +69,76 @@ def save(fig, path) -> str:
 def write(fig, path, **margins) -> str:
   """Writes a bare `Figure` (from `figure`) with fixed `subplots_adjust` margins."""
   fig.subplots_adjust(**margins)
-  fig.savefig(path, dpi=130, pil_kwargs=_PNG)
+  _savefig(fig, path)
   return str(path)
+
+
+_pending = None  # the forked children's (pid, figure, path) while `drawn_in_children` runs
+
+
+def _savefig(fig, path) -> None:
+  """Draws and encodes `fig` into the PNG `path`: here, or in a forked child process inside
+  `drawn_in_children` (which then waits for it)."""
+  if _pending is None:
+    fig.savefig(path, dpi=130, pil_kwargs=_PNG)
+    return
+  sys.stdout.flush()  # nothing buffered here is written twice by the child
+  sys.stderr.flush()
+  with warnings.catch_warnings():
+    # JAX (and Python ≥ 3.12) warn that a child of a multithreaded process may deadlock if it
+    # uses those threads' locks; this child draws with matplotlib only, then `os._exit`s, and
+    # a child that does hang is killed after the block's time limit.
+    warnings.filterwarnings('ignore', r'os\.fork\(\) was called', RuntimeWarning)
+    warnings.filterwarnings('ignore', r'This process .* is multi-threaded', DeprecationWarning)
+    pid = os.fork()
+  if pid == 0:  # the child: draw, encode, write, and end without the parent's exit handlers
+    code = 1
+    try:
+      fig.savefig(path, dpi=130, pil_kwargs=_PNG)
+      code = 0
+    finally:
+      with contextlib.suppress(Exception):
+        sys.stderr.flush()  # matplotlib's own warnings, if any
+      os._exit(code)
+  _pending.append((pid, fig, path))
+
+
+def _finished(pid: int, deadline: float) -> bool:
+  """Waits for child `pid` until `deadline` (`time.monotonic`); True if it exited with 0. A
+  child still running at the deadline is killed."""
+  while True:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+      return os.waitstatus_to_exitcode(status) == 0
+    if time.monotonic() > deadline:
+      os.kill(pid, signal.SIGKILL)
+      os.waitpid(pid, 0)
+      return False
+    time.sleep(0.005)
+
+
+@contextlib.contextmanager
+def drawn_in_children(timeout_s: float = 120.0):
+  """Within the block, `save` and `write` return as soon as a forked child process has taken
+  over drawing and encoding the figure (≈ 0.4 s of a sweep figure's ≈ 0.5 s), so the next
+  figure is built while the last one is drawn on another core. On leaving, the block waits
+  for every child (at most `timeout_s` in all from then on); a figure whose child failed or
+  ran out of time is then written here, so an error is raised as it would have been without
+  children. Where `os.fork` does not exist (Windows) figures are written in the caller; a
+  nested block is part of the outer one."""
+  global _pending
+  if _pending is not None or not hasattr(os, 'fork'):
+    yield
+    return
+  _pending = []
+  try:
+    yield
+  finally:
+    children, _pending = _pending, None
+    deadline = time.monotonic() + timeout_s
+    failed = [(fig, path) for pid, fig, path in children if not _finished(pid, deadline)]
+  for fig, path in failed:
+    fig.savefig(path, dpi=130, pil_kwargs=_PNG)
 
 
 def figure(figsize):

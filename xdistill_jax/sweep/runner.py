@@ -28,6 +28,7 @@ from xdistill_jax import bound_registry
 from xdistill_jax import config_schema
 from xdistill_jax import experiments
 from xdistill_jax.experiments import base
+from xdistill_jax.reporting import figures
 from xdistill_jax.reporting import tables
 from xdistill_jax.sweep import execute
 from xdistill_jax.sweep import programs
@@ -431,7 +432,9 @@ def finalize(workdir, config=None) -> dict:
   if chosen is not None:
     _log(f'figures drawn from a seeded subsample of {len(sample["index"])} of {num_rows} rows '
          '(summary.csv and bounds.json use every row)')
-  for path in experiment.figures(sample, summary, config, workdir):
+  with figures.drawn_in_children():  # each figure drawn on another core while the next is built
+    paths = experiment.figures(sample, summary, config, workdir)
+  for path in paths:
     _log(f'wrote {path}')
   return report
 
