@@ -5,8 +5,6 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from xdistill_jax import models
-
 
 def fit(loss_fn: Callable, params, optimizer, steps: int):
   """Minimises `loss_fn(params)` for `steps` full-batch steps of `optimizer` (an
@@ -81,16 +79,24 @@ def _opposite(g1):
   return jnp.stack([-g1, g1], -1)
 
 
+def _column_wise(width: int) -> bool:
+  """Whether a product with `width` output columns is computed one column at a time, as
+  `models.TorchDense` does on the CPU. Read at trace time; `models` imports flax (≈ 0.2 s),
+  which a sweep whose program comes from the program cache does not need."""
+  from xdistill_jax import models
+  return width <= models.NARROW and models.cpu_forms()
+
+
 def linear(x, kernel, bias):
   """x W + b as `models.TorchDense` computes it (column-wise on the CPU for narrow W)."""
-  if kernel.shape[-1] <= models.NARROW and models.cpu_forms():
+  if _column_wise(kernel.shape[-1]):
     return jnp.stack([x @ kernel[:, k] for k in range(kernel.shape[-1])], -1) + bias
   return x @ kernel + bias
 
 
 def linear_transpose(x, g):
   """xᵀG [d, K], the kernel gradient of `linear` (column-wise on the CPU for narrow G)."""
-  if g.shape[-1] <= models.NARROW and models.cpu_forms():
+  if _column_wise(g.shape[-1]):
     return jnp.stack([g[:, k] @ x for k in range(g.shape[-1])], -1)
   return x.T @ g
 
