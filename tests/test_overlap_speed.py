@@ -39,11 +39,13 @@ def _draw(dtype, n=40, k=3, seed=0):
   return z, zt, y, w
 
 
+@pytest.mark.parametrize('k', [2, 3])
 @pytest.mark.parametrize('dtype', [jnp.float32, jnp.float64])
 @pytest.mark.parametrize('weighted', [False, True])
-def test_closed_form_gradients_match_autodiff_and_numpy(dtype, weighted):
+def test_closed_form_gradients_match_autodiff_and_numpy(dtype, weighted, k):
+  """K = 2 builds (−g, g) from the class-1 column, K = 3 every column."""
   with jax.enable_x64(dtype == jnp.float64):
-    z, zt, y, w = _draw(dtype)
+    z, zt, y, w = _draw(dtype, k=k)
     w = w if weighted else None
     temperature = 0.7
     c = (np.ones(len(y)) / len(y) if w is None else w / w.sum())[:, None]
@@ -99,6 +101,24 @@ def test_binary_softmax_equals_softmax_on_extreme_logits(dtype):
     assert got.dtype == dtype and np.isfinite(got).all()
     np.testing.assert_allclose(got, ref, rtol=TOL[dtype], atol=TOL[dtype] * 1e-3)
     np.testing.assert_array_equal(got[1], [1.0, 0.0])
+
+
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.float64])
+def test_binary_gradients_on_extreme_logits(dtype):
+  """K = 2 CE and KD gradients at logits ±1e4 and zero teacher probabilities: finite, rows
+  summing to 0, equal to c (softmax − target) in NumPy float64."""
+  with jax.enable_x64(dtype == jnp.float64):
+    z = np.asarray([[1e4, -1e4], [-1e4, 1e4], [0.0, 0.0], [1e4, 1e4 - 1], [-3.0, 2.5]], dtype)
+    y = np.asarray([1, 1, 0, 0, 1], np.int32)
+    p = np.asarray([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5], [0.2, 0.8], [1.0, 0.0]], dtype)
+    c, t = 1 / len(y), 0.7
+    ce_np = c * (_np_softmax(np.float64(z)) - np.eye(2)[y])
+    kd_np = c * (_np_softmax(np.float64(z) / t) - p) / t
+    for got, ref in ((training.cross_entropy_grad(jnp.asarray(z), jnp.asarray(y)), ce_np),
+                     (training.kd_grad(jnp.asarray(z), jnp.asarray(p), t), kd_np)):
+      assert got.dtype == dtype and np.isfinite(got).all()
+      np.testing.assert_array_equal(got[:, 0], -got[:, 1])
+      np.testing.assert_allclose(got, ref, rtol=0, atol=TOL[dtype] * 0.1)
 
 
 def _autodiff_train(config, key, setting):
