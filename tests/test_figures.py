@@ -98,3 +98,15 @@ def test_a_nested_block_is_part_of_the_outer_one(tmp_path):
       figures.write(_figure(), tmp_path / 'inner.png')
     assert len(figures._pending) == 1  # the outer block waits for it
   assert (tmp_path / 'inner.png').exists() and figures._pending is None
+
+
+def test_no_child_to_be_had_writes_in_the_caller(tmp_path, monkeypatch):
+  figures.write(_figure(), tmp_path / 'here.png')
+
+  def fork():
+    raise OSError(12, 'Cannot allocate memory')
+  monkeypatch.setattr(os, 'fork', fork)
+  with figures.drawn_in_children():
+    figures.write(_figure(), tmp_path / 'caller.png')
+    assert figures._pending == []
+  assert (tmp_path / 'caller.png').read_bytes() == (tmp_path / 'here.png').read_bytes()

@@ -276,6 +276,7 @@ def test_diverged_settings_are_flagged_and_left_out_of_the_summary(tmp_path, mon
 def test_saved_parameters_are_those_the_sweep_computed(tiny_overlap_config, tmp_path):
   import orbax.checkpoint as ocp
   from xdistill_jax import training
+  from xdistill_jax.models import MLP
   runner.run(tiny_overlap_config, tmp_path / 'plain')
   tiny_overlap_config.sweep.save_params = (1, 7)
   runner.run(tiny_overlap_config, tmp_path / 'saving')
@@ -286,7 +287,7 @@ def test_saved_parameters_are_those_the_sweep_computed(tiny_overlap_config, tmp_
   assert sorted(p.name for p in (tmp_path / 'saving' / 'params').iterdir()) == [
       'setting_00000001', 'setting_00000007']
   grid = runner.prepare(tiny_overlap_config)[1]
-  model = ntdh_overlap.MLP(num_classes=2)
+  model = MLP(num_classes=2)
   for i in (1, 7):
     saved = ocp.StandardCheckpointer().restore(
         (tmp_path / 'saving' / 'params' / f'setting_{i:08d}').absolute())

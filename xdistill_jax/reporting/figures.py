@@ -90,7 +90,11 @@ def _savefig(fig, path) -> None:
     # a child that does hang is killed after the block's time limit.
     warnings.filterwarnings('ignore', r'os\.fork\(\) was called', RuntimeWarning)
     warnings.filterwarnings('ignore', r'This process .* is multi-threaded', DeprecationWarning)
-    pid = os.fork()
+    try:
+      pid = os.fork()
+    except OSError:  # no memory or processes left for a child: write it here
+      fig.savefig(path, dpi=130, pil_kwargs=_PNG)
+      return
   if pid == 0:  # the child: draw, encode, write, and end without the parent's exit handlers
     code = 1
     try:
