@@ -120,7 +120,7 @@ def cross_entropy_grad(logits, labels, weights=None):
   if logits.shape[-1] == 2:
     return _opposite(jnp.where(labels == 1, -c, 0.0) + _class_1(logits) * c)
   onehot = jnp.arange(logits.shape[-1]) == labels[..., None]
-  return jnp.where(onehot, -c[:, None], 0.0) + softmax(logits) * c[:, None]
+  return jnp.where(onehot, -c[:, None], 0.0) + jax.nn.softmax(logits) * c[:, None]
 
 
 def kd_grad(logits, teacher_probs, temperature, weights=None):
@@ -130,21 +130,13 @@ def kd_grad(logits, teacher_probs, temperature, weights=None):
   c = _example_weights(logits.shape[0], weights) / temperature
   if logits.shape[-1] == 2:
     return _opposite(c * (_class_1(logits, temperature) - teacher_probs[..., 1]))
-  return c[:, None] * (softmax(logits / temperature) - teacher_probs)
+  return c[:, None] * (jax.nn.softmax(logits / temperature) - teacher_probs)
 
 
 def _class_1(logits, temperature=1.0):
   """softmax(z/T)₁ = σ((z₁ − z₀)/T) of K = 2 logits [..., 2]: the margin is taken before the
   division, so large near-equal logits keep their difference (z = (1e4, 1e4 − 1) in float32)."""
   return jax.nn.sigmoid((logits[..., 1] - logits[..., 0]) / temperature)
-
-
-def softmax(logits):
-  """softmax over the last axis; for K = 2 as σ(z_k − z_other), which XLA:CPU runs as one
-  elementwise kernel inside the training loops (the same values to float rounding)."""
-  if logits.shape[-1] == 2:
-    return jax.nn.sigmoid(logits - logits[..., ::-1])
-  return jax.nn.softmax(logits, axis=-1)
 
 
 def cross_entropy(logits, labels, weights=None):

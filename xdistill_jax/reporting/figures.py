@@ -76,11 +76,16 @@ def write(fig, path, **margins) -> str:
 _pending = None  # the forked children's (pid, figure, path) while `drawn_in_children` runs
 
 
+def _png(fig, path) -> None:
+  """Draws and encodes `fig` into the PNG `path`, here."""
+  fig.savefig(path, dpi=130, pil_kwargs=_PNG)
+
+
 def _savefig(fig, path) -> None:
-  """Draws and encodes `fig` into the PNG `path`: here, or in a forked child process inside
-  `drawn_in_children` (which then waits for it)."""
+  """`_png`: here, or in a forked child process inside `drawn_in_children` (which then waits
+  for it)."""
   if _pending is None:
-    fig.savefig(path, dpi=130, pil_kwargs=_PNG)
+    _png(fig, path)
     return
   sys.stdout.flush()  # nothing buffered here is written twice by the child
   sys.stderr.flush()
@@ -93,12 +98,12 @@ def _savefig(fig, path) -> None:
     try:
       pid = os.fork()
     except OSError:  # no memory or processes left for a child: write it here
-      fig.savefig(path, dpi=130, pil_kwargs=_PNG)
+      _png(fig, path)
       return
   if pid == 0:  # the child: draw, encode, write, and end without the parent's exit handlers
     code = 1
     try:
-      fig.savefig(path, dpi=130, pil_kwargs=_PNG)
+      _png(fig, path)
       code = 0
     finally:
       with contextlib.suppress(Exception):
@@ -142,7 +147,7 @@ def drawn_in_children(timeout_s: float = 120.0):
     deadline = time.monotonic() + timeout_s
     failed = [(fig, path) for pid, fig, path in children if not _finished(pid, deadline)]
   for fig, path in failed:
-    fig.savefig(path, dpi=130, pil_kwargs=_PNG)
+    _png(fig, path)
 
 
 def figure(figsize):
