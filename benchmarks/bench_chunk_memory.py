@@ -32,7 +32,7 @@ def child(settings: int, steps: int, chunk: int, devices: int) -> None:
   config.steps, config.bayes_samples = steps, 0
   grid = Grid(ntdh_kclass.axes(config))
   peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # GiB
-  run = execute.make_runner(ntdh_kclass.make_setting_fn(config), jax.random.key(0),
+  run = execute.make_runner(ntdh_kclass.make_setting_fn(config), 0,
                             grid.traced_settings(np.arange(1)), settings, chunk_size=chunk,
                             vmap_width=1)
   compiled = peak()

@@ -50,7 +50,11 @@ def timed(command: list[str], env: dict, log: pathlib.Path) -> tuple[float, floa
 def commands(runs: int, reference: pathlib.Path, peer_threads: int = 2):
   """Builders (tag → command, environment) of the three variants for one repeat."""
   xdistill = pathlib.Path(sys.executable).with_name('xdistill')
-  base_env = {k: v for k, v in os.environ.items() if k != 'JAX_COMPILATION_CACHE_DIR'}
+  # As on a user's machine: no JAX cache directory of the caller's, and Python writes the
+  # package's bytecode (the untimed warm-up writes it; some sandboxes set
+  # PYTHONDONTWRITEBYTECODE, which would add ≈ 0.1 s of compiling sources to every run).
+  base_env = {k: v for k, v in os.environ.items()
+              if k not in ('JAX_COMPILATION_CACHE_DIR', 'PYTHONDONTWRITEBYTECODE')}
 
   def run_xdistill(cache: pathlib.Path, workdir: pathlib.Path):
     return ([str(xdistill), 'run', '--config=configs/ntdh_overlap.py', f'--workdir={workdir}',
@@ -97,8 +101,12 @@ def profile(runs: int, scratch: pathlib.Path, run_xdistill) -> None:
                      ('warm', scratch / 'warm_cache')):
     command, env = run_xdistill(cache, scratch / f'profile_{tag}')
     out = scratch / f'profile_{tag}.prof'
-    wall, cpu, _ = timed([sys.executable, '-m', 'cProfile', '-o', str(out)] + command, env,
-                         scratch / f'profile_{tag}.log')
+    # `cli.main`, not the console script: its `entry` ends with `os._exit`, before cProfile
+    # could write the profile.
+    script = scratch / 'xdistill_main.py'
+    script.write_text('from xdistill_jax import cli\ncli.main()\n')
+    wall, cpu, _ = timed([sys.executable, '-m', 'cProfile', '-o', str(out), str(script)]
+                         + command[1:], env, scratch / f'profile_{tag}.log')
     stats = pstats.Stats(str(out))
     main_s = _cumulative(stats, 'xdistill_jax/cli.py', 'main') or 0.0
     print(f'{tag}: {wall:.2f} s wall, {cpu:.2f} s cpu under cProfile '

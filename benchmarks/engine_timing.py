@@ -23,7 +23,7 @@ def sweep(setting_fn, seed, grid, width=None):
     (metrics {name: [settings, ...]}, compile seconds, run seconds).
   """
   start = time.perf_counter()
-  runner = execute.make_runner(setting_fn, jax.random.key(seed), grid.traced_settings(
+  runner = execute.make_runner(setting_fn, seed, grid.traced_settings(
       np.arange(1)), grid.size, vmap_width=width or default_width(grid, setting_fn, seed))
   compiled = time.perf_counter()
   index = np.arange(grid.size)

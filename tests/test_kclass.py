@@ -153,7 +153,7 @@ def test_protocol_s_sweeps_commit_short_automatic_chunks():
   settings = {'a': np.zeros(1, np.float32)}
   n = jax.device_count()  # width 1: chunks are whole multiples of the device count
   for max_chunk in (4, 5, execute.MAX_AUTO_CHUNK):
-    run = execute.make_runner(lambda key, s: {'b': 2 * s['a']}, jax.random.key(0), settings,
+    run = execute.make_runner(lambda key, s: {'b': 2 * s['a']}, 0, settings,
                               num_settings=40, vmap_width=1, max_chunk=max_chunk)
     assert run.chunk_size == -(-min(max_chunk, 40) // n) * n, (max_chunk, run.chunk_size)
 
@@ -173,7 +173,7 @@ def test_protocol_s_width_one_reproduces_width_eight():
   grid = Grid(ntdh_kclass.axes(config))
   out = {}
   for width in (1, 8):
-    runner = execute.make_runner(ntdh_kclass.make_setting_fn(config), jax.random.key(0),
+    runner = execute.make_runner(ntdh_kclass.make_setting_fn(config), 0,
                                  grid.traced_settings(np.arange(1)), grid.size,
                                  vmap_width=width)
     index = np.arange(grid.size)

@@ -20,7 +20,7 @@ def _setting_fn(key, setting):
 
 def _run(cache_key):
   settings = {'scale': np.linspace(0.5, 2.0, 12).astype(np.float32)}
-  runner = execute.make_runner(_setting_fn, jax.random.key(3), settings, num_settings=12,
+  runner = execute.make_runner(_setting_fn, 3, settings, num_settings=12,
                                vmap_width=2, cache_key=cache_key)
   return runner(np.arange(12, dtype=np.int32), settings)
 

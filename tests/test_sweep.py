@@ -112,7 +112,7 @@ def test_unknown_field_suggests_the_closest(tiny_overlap_config):
 def _run_all(config, chunk_size=0, vmap_width=-1):
   grid = Grid(ntdh_overlap.axes(config))
   index = np.arange(grid.size)
-  run = execute.make_runner(ntdh_overlap.make_setting_fn(config), jax.random.key(config.seed),
+  run = execute.make_runner(ntdh_overlap.make_setting_fn(config), config.seed,
                             grid.traced_settings(index[:1]), grid.size, chunk_size=chunk_size,
                             vmap_width=vmap_width)
   parts = [run(grid.key_index(index[i:i + run.chunk_size]),

@@ -324,7 +324,6 @@ def _execute(experiment, config, grid, store, todo, params_dir, width, write=Tru
   and those of the selected settings are saved (before their chunk commits, so a resume never
   skips them)."""
   start = time.perf_counter()
-  sweep_key = jax.random.key(config.seed)
   save = set(int(i) for i in config.sweep.save_params)
   setting_fn = (experiment.make_setting_fn(config, with_params=True) if save
                 else experiment.make_setting_fn(config))
@@ -336,7 +335,7 @@ def _execute(experiment, config, grid, store, todo, params_dir, width, write=Tru
         vmap_width=width, devices=jax.device_count(),
         settings={k: str(v.dtype) for k, v in example.items()})
   runner = execute.make_runner(
-      setting_fn, sweep_key, example, num_settings=len(todo),
+      setting_fn, config.seed, example, num_settings=len(todo),
       chunk_size=config.sweep.chunk_size,
       memory_budget_bytes=config.sweep.memory_budget_gb * 2**30,
       vmap_width=width, cache_key=cache_key,
