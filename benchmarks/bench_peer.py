@@ -97,14 +97,14 @@ def _imports(stats: pstats.Stats) -> float:
 
 def profile(runs: int, scratch: pathlib.Path, run_xdistill) -> None:
   """cProfile of one cold and one warm `xdistill run` (wall clock), phase by phase."""
+  # `cli.main`, not the console script: its `entry` ends with `os._exit`, before cProfile
+  # could write the profile.
+  script = scratch / 'xdistill_main.py'
+  script.write_text('from xdistill_jax import cli\ncli.main()\n')
   for tag, cache in (('cold', scratch / 'profile_cold_cache'),
                      ('warm', scratch / 'warm_cache')):
     command, env = run_xdistill(cache, scratch / f'profile_{tag}')
     out = scratch / f'profile_{tag}.prof'
-    # `cli.main`, not the console script: its `entry` ends with `os._exit`, before cProfile
-    # could write the profile.
-    script = scratch / 'xdistill_main.py'
-    script.write_text('from xdistill_jax import cli\ncli.main()\n')
     wall, cpu, _ = timed([sys.executable, '-m', 'cProfile', '-o', str(out), str(script)]
                          + command[1:], env, scratch / f'profile_{tag}.log')
     stats = pstats.Stats(str(out))
